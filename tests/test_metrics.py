@@ -1,0 +1,48 @@
+import numpy as np
+import pytest
+from fairlearn.metrics import equalized_odds_difference
+
+from ruleeraser.metrics import equal_odds, group_accuracy, report
+
+
+def test_hand_computed_groups():
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    b = np.array([0, 0, 1, 1, 0, 0, 1, 1])
+    p = np.array([0, 0, 0, 1, 1, 0, 0, 0])
+    g = group_accuracy(y, p, b)
+    np.testing.assert_allclose(g.accuracy, [[100, 50], [50, 0]])
+    assert g.average == pytest.approx(50.0)
+    assert g.worst == pytest.approx(0.0)
+    assert g.model_bias == pytest.approx((50 + 50) / 2)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_equal_odds_matches_fairlearn_for_binary(seed):
+    rng = np.random.default_rng(seed)
+    y, b = rng.integers(0, 2, 300), rng.integers(0, 2, 300)
+    p = np.where(rng.random(300) < 0.7, y, 1 - y) * (rng.random(300) < 0.9 + 0.05 * b)
+    expected = 100 * equalized_odds_difference(y, p, sensitive_features=b, agg="mean")
+    assert equal_odds(y, p, b) == pytest.approx(expected)
+
+
+def test_several_bias_values_use_max_minus_min():
+    y = np.array([0] * 6 + [1] * 3)
+    b = np.array([0, 0, 1, 1, 2, 2, 0, 1, 2])
+    p = np.array([0, 0, 0, 1, 1, 1, 1, 1, 1])
+    # class 0: accuracies 100, 50, 0 -> gap 100; class 1: all 100 -> gap 0.
+    assert equal_odds(y, p, b) == pytest.approx(50.0)
+
+
+def test_class_seen_with_one_bias_value_is_left_out_with_a_warning():
+    y, b, p = np.array([0, 0, 1]), np.array([0, 1, 0]), np.array([0, 1, 1])
+    with pytest.warns(UserWarning, match="fewer than two bias values"):
+        assert equal_odds(y, p, b) == pytest.approx(100.0)
+
+
+def test_report_and_errors():
+    y, b = np.array([0, 1, 0, 1]), np.array([0, 0, 1, 1])
+    r = report(y, b, {"before": np.array([0, 0, 0, 0]), "after": y})
+    assert r.to_dict()["after"] == {"avg_acc": 100.0, "worst_acc": 100.0, "model_bias": 0.0}
+    assert "| before | 50.00 | 0.00 | 0.00 |" in r.to_markdown()
+    with pytest.raises(ValueError, match="lengths differ"):
+        group_accuracy(y, y[:3], b)
