@@ -55,7 +55,7 @@ class Eraser:
         max_epochs: int = 200,
         patience: int = 10,
         learning_rate: float = 1e-3,
-        weight_decay: float = 1e-4,
+        weight_decay: float = 3e-3,
         batch_size: int = 256,
         holdout: float = 0.2,
         output: Output | None = None,
