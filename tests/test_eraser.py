@@ -10,21 +10,6 @@ from ruleeraser import EmptyCellWarning, Eraser, remove_log
 from ruleeraser.metrics import group_accuracy
 
 
-def biased_data(n, align, rng):
-    """y in a noisy feature; the bias b (an input too) agrees with y `align` of the time."""
-    y = rng.integers(0, 2, n)
-    b = np.where(rng.random(n) < align, y, 1 - y)
-    X = np.c_[y + rng.normal(0, 1.0, n), rng.normal(0, 1, (n, 2)), b].astype(np.float32)
-    return X, y, b
-
-
-@pytest.fixture(scope="module")
-def setup():
-    rng = np.random.default_rng(0)
-    model = LogisticRegression().fit(*biased_data(4000, 0.85, rng)[:2])
-    return model, biased_data(800, 0.85, rng), biased_data(3000, 0.5, rng)
-
-
 @pytest.mark.parametrize(("rule", "min_cut"), [("group", 0.8), ("sample", 0.5)])
 def test_end_to_end_debiasing(setup, rule, min_cut):
     model, (Xc, yc, bc), (Xt, yt, bt) = setup

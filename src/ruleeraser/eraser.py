@@ -43,6 +43,8 @@ class Eraser:
     classes: the labels of the model's output columns, when ``model`` has no ``classes_``.
     holdout: share of the calibration set held out for early stopping.
     eps: probabilities are clipped to ``[eps, 1]`` before the log.
+    strength: how much of the patches' log-output is subtracted (1: the paper's Eq. 19; 0: the
+        model unchanged); see :func:`ruleeraser.strength.select_strength`.
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class Eraser:
         output: Output | None = None,
         classes: Sequence[Any] | None = None,
         eps: float = EPS,
+        strength: float = 1.0,
         random_state: int | None = None,
         progress: bool = False,
     ) -> None:
@@ -77,6 +80,7 @@ class Eraser:
         self.output = output
         self.classes = classes
         self.eps = eps
+        self.strength = strength
         self.random_state = random_state
         self.progress = progress
 
@@ -101,12 +105,15 @@ class Eraser:
 
         ``X``: inputs as the model takes them (numpy, pandas or torch); ``y``: true labels;
         ``bias``: one bias column (1-D) or several (2-D array, DataFrame or mapping of
-        name -> column), one patch each.
+        name -> column), one patch each. A DataFrame's column names are kept in
+        ``feature_names_in_`` (saved with the eraser).
         """
         self._check_params()
         for name in [a for a in vars(self) if a.endswith("_")]:
             delattr(self, name)  # a failed fit must not leave a half-fitted eraser behind
         n = n_rows(X)
+        if hasattr(X, "columns"):
+            self.feature_names_in_ = [str(c) for c in X.columns]
         y = to_labels(y, "y")
         columns = _bias_columns(bias)
         for name, values in [("y", y)] + [(f"bias {c}", v) for c, v in columns.items()]:
@@ -227,7 +234,12 @@ class Eraser:
         return self._patch_log_proba(self._patch_inputs(X))
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Fair probabilities ``softmax(log M(x) - sum_j log G_j(x))`` (Eq. 19/21)."""
+        """Fair probabilities ``softmax(log M(x) - strength * sum_j log G_j(x))`` (Eq. 19/21)."""
+        log_model, log_patches = self.log_outputs(X)
+        return remove_log(log_model, *log_patches, strength=self.strength)
+
+    def log_outputs(self, X: Any) -> tuple[np.ndarray, list[np.ndarray]]:
+        """``log M(x)`` (one model query per row) and each patch's ``log G_j(x)``."""
         self._check_fitted()
         X_t = self._patch_inputs(X)
         proba = self.blackbox_(X)
@@ -236,7 +248,7 @@ class Eraser:
                 f"the model now outputs {proba.shape[1]} classes; it was fitted with "
                 f"{self.n_classes_}"
             )
-        return remove_log(log_proba(proba, self.eps), *self._patch_log_proba(X_t))
+        return log_proba(proba, self.eps), self._patch_log_proba(X_t)
 
     def _patch_inputs(self, X: Any) -> torch.Tensor:
         X_t = to_tensor(X)

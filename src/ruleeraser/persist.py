@@ -1,6 +1,7 @@
 """Save and load a fitted Eraser without pickle: weights in safetensors, the rest in JSON.
 
-A directory holds ``eraser.json`` (parameters, classes, bias values, fit reports) and
+A directory holds ``eraser.json`` (parameters, classes, bias values, fit reports, and the
+input column names when the eraser was fitted on a DataFrame) and
 ``patches.safetensors`` (each patch's state, keys prefixed ``patch{j}.``). Loading runs no
 code from the directory. The deployed model is not saved: it is passed again on load.
 """
@@ -25,7 +26,7 @@ FORMAT = "rule-eraser/1"
 CONFIG, WEIGHTS = "eraser.json", "patches.safetensors"
 _SAVED_PARAMS = (
     "rule", "hidden_sizes", "max_epochs", "patience", "learning_rate", "weight_decay",
-    "batch_size", "holdout", "output", "eps", "random_state",
+    "batch_size", "holdout", "output", "eps", "strength", "random_state",
 )  # fmt: skip
 
 
@@ -49,6 +50,7 @@ def save_eraser(eraser: Eraser, path: str | Path) -> Path:
         "patch": eraser.patch if isinstance(eraser.patch, str) else "custom",
         "classes": _plain(eraser.classes_),
         "input_shape": list(eraser.input_shape_),
+        "features": getattr(eraser, "feature_names_in_", None),
         "n_queries": eraser.n_queries_,
         "biases": [
             {
@@ -89,6 +91,8 @@ def load_eraser(path: str | Path, model: Any, *, patch: nn.Module | None = None)
     eraser.classes_ = np.asarray(config["classes"])
     eraser.n_classes_ = len(eraser.classes_)
     eraser.input_shape_ = tuple(config["input_shape"])
+    if config.get("features") is not None:  # absent from files written before it was saved
+        eraser.feature_names_in_ = list(config["features"])
     eraser.n_queries_ = config["n_queries"]
     eraser.bias_names_ = [b["name"] for b in config["biases"]]
     eraser.bias_values_ = [np.asarray(b["values"]) for b in config["biases"]]
