@@ -25,6 +25,7 @@ from ruleeraser.distill import log_proba
 from ruleeraser.eraser import Eraser
 from ruleeraser.experiments.datasets import load_dataset, split_dataset
 from ruleeraser.experiments.deployed import RECIPES, predict_proba, train_deployed
+from ruleeraser.meter import bias_meter
 from ruleeraser.metrics import group_accuracy
 from ruleeraser.remove import remove_log
 
@@ -55,17 +56,25 @@ NAMES = {
 
 
 def run_one(dataset: str, recipe: str, seed: int, splits) -> dict[str, dict[str, float]]:
-    """Measure every method of :data:`METHODS` for one deployed model; returns summaries."""
+    """Measure every method of :data:`METHODS` for one deployed model; returns summaries.
+
+    The ``eraser`` summary also holds the label-free bias meter on the test rows.
+    """
     train, calib, test = splits.train, splits.calibration, splits.test
     model = train_deployed(recipe, train.X, train.y, train.bias, seed=seed)
     results = {"none": group_accuracy(test.y, predict_proba(model, test.X).argmax(1), test.bias)}
+    erasers = {}
     for method, rule in (("eraser", "group"), ("eraser-sample", "sample")):
         eraser = Eraser(model, rule=rule, random_state=seed).fit(calib.X, calib.y, bias=calib.bias)
         results[method] = group_accuracy(test.y, eraser.predict(test.X), test.bias)
+        erasers[method] = eraser
     rules = eraser.distillations_[0].group_rules  # same distillation for both rules
     oracle = remove_log(log_proba(predict_proba(model, test.X)), np.log(rules[test.bias]))
     results["oracle"] = group_accuracy(test.y, oracle.argmax(1), test.bias)
-    return {method: g.summary() for method, g in results.items()}
+    summary = {method: g.summary() for method, g in results.items()}
+    reading = bias_meter(erasers["eraser"], test.X)
+    summary["eraser"].update({f"meter_{k}": v for k, v in reading.to_dict().items() if k != "n"})
+    return summary
 
 
 def run_table2(
@@ -95,7 +104,7 @@ def run_table2(
     rows = []
     for (name, recipe, method), runs in raw.items():
         row = {"dataset": name, "deployed": recipe, "method": method, "seeds": list(seeds)}
-        for metric in METRICS:
+        for metric in [m for m in runs[0] if m in METRICS or m.startswith("meter_")]:
             values = np.array([r[metric] for r in runs])
             row[metric] = {
                 "mean": float(values.mean()),
@@ -106,6 +115,23 @@ def run_table2(
         row["paper"] = dict(zip(METRICS, paper, strict=True)) if paper else None
         rows.append(row)
     return rows
+
+
+def meter_agreement(rows: list[dict]) -> dict[str, float]:
+    """Spearman correlation, over deployed models, of each bias-meter reading with the
+    measured model bias before erasing (mean over seeds)."""
+    from scipy.stats import spearmanr
+
+    measured = {(r["dataset"], r["deployed"]): r for r in rows if r["method"] == "none"}
+    erased = {(r["dataset"], r["deployed"]): r for r in rows if r["method"] == "eraser"}
+    keys = sorted(measured.keys() & erased.keys())
+    if len(keys) < 3:
+        return {}
+    bias = [measured[k]["model_bias"]["mean"] for k in keys]
+    return {
+        name: float(spearmanr(bias, [erased[k][name]["mean"] for k in keys]).statistic)
+        for name in ("meter_changed", "meter_total_variation", "meter_kl")
+    }
 
 
 def _cell(stat: dict) -> str:
@@ -129,6 +155,15 @@ def to_markdown(rows: list[dict]) -> str:
             + " | ".join(cells)
             + " |"
         )
+    agreement = meter_agreement(rows)
+    if agreement:
+        lines += [
+            "",
+            "Bias meter (no labels; on the test rows, default eraser) against the measured model "
+            "bias of the deployed models, Spearman rank correlation over "
+            f"{sum(r['method'] == 'none' for r in rows)} models: "
+            + ", ".join(f"{k.removeprefix('meter_')} {v:.2f}" for k, v in agreement.items()),
+        ]
     return "\n".join(lines) + "\n"
 
 
