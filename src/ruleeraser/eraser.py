@@ -235,20 +235,29 @@ class Eraser:
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Fair probabilities ``softmax(log M(x) - strength * sum_j log G_j(x))`` (Eq. 19/21)."""
-        log_model, log_patches = self.log_outputs(X)
-        return remove_log(log_model, *log_patches, strength=self.strength)
+        return self.model_and_fair_proba(X)[1]
+
+    def model_and_fair_proba(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The deployed model's probabilities and the fair ones, from one query per row."""
+        proba, log_patches = self._query(X)
+        fair = remove_log(log_proba(proba, self.eps), *log_patches, strength=self.strength)
+        return proba, fair
 
     def log_outputs(self, X: Any) -> tuple[np.ndarray, list[np.ndarray]]:
         """``log M(x)`` (one model query per row) and each patch's ``log G_j(x)``."""
+        proba, log_patches = self._query(X)
+        return log_proba(proba, self.eps), log_patches
+
+    def _query(self, X: Any) -> tuple[np.ndarray, list[np.ndarray]]:
         self._check_fitted()
-        X_t = self._patch_inputs(X)
+        X_t = self._patch_inputs(X)  # checked before the model is asked
         proba = self.blackbox_(X)
         if proba.shape[1] != self.n_classes_:
             raise ValueError(
-                f"the model now outputs {proba.shape[1]} classes; it was fitted with "
+                f"the model outputs {proba.shape[1]} classes; the eraser was fitted with "
                 f"{self.n_classes_}"
             )
-        return log_proba(proba, self.eps), self._patch_log_proba(X_t)
+        return proba, self._patch_log_proba(X_t)
 
     def _patch_inputs(self, X: Any) -> torch.Tensor:
         X_t = to_tensor(X)

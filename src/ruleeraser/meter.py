@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 
 from ruleeraser.eraser import Eraser
-from ruleeraser.remove import remove_log
 
 
 @dataclass(frozen=True)
@@ -48,6 +47,4 @@ def meter(original: np.ndarray, fair: np.ndarray) -> BiasMeter:
 
 def bias_meter(eraser: Eraser, X: Any) -> BiasMeter:
     """Measure, on unlabelled rows ``X``, how much erasing moves the deployed model."""
-    log_model, log_patches = eraser.log_outputs(X)
-    fair = remove_log(log_model, *log_patches, strength=eraser.strength)
-    return meter(np.exp(log_model), fair)
+    return meter(*eraser.model_and_fair_proba(X))

@@ -1,0 +1,231 @@
+"""Open a deployed model from where a user has it: a URL, an ONNX file, a skops file.
+
+:func:`load_model` returns a :class:`ruleeraser.BlackBox`, ready for ``Eraser(model)``.
+Nothing runs code from a file unless asked: skops files may hold only scikit-learn and
+numpy classes; pickle and joblib files are refused unless ``allow_pickle=True``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ruleeraser.blackbox import BlackBox, Output
+
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+SUFFIXES = (".onnx", ".skops", *PICKLE_SUFFIXES)
+#: Packages whose classes a skops file may instantiate.
+TRUSTED_PACKAGES = ("sklearn", "numpy")
+
+_ONNX_DTYPES = {
+    "tensor(float)": np.float32,
+    "tensor(double)": np.float64,
+    "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64,
+    "tensor(int32)": np.int32,
+}
+
+
+def load_model(
+    spec: str | Path,
+    *,
+    allow_pickle: bool = False,
+    output: Output = "proba",
+    output_name: str | None = None,
+    classes: Sequence[Any] | None = None,
+    **http_options: Any,
+) -> BlackBox:
+    """The model at ``spec`` as a :class:`~ruleeraser.BlackBox`.
+
+    ``spec``: an ``http://``/``https://`` URL (:class:`~ruleeraser.http_model.HTTPModel`,
+    configured by ``http_options``), an ``.onnx`` file (onnxruntime), a ``.skops`` file, or,
+    with ``allow_pickle=True`` only, a ``.pkl``/``.pickle``/``.joblib`` file.
+    ``output``: whether the model returns probabilities or logits (URL and ONNX; a
+    scikit-learn model gives probabilities). ``output_name``: the output tensor to read (ONNX
+    and the kserve-v2 protocol), needed when there are several. ``classes``: the labels of
+    the output columns (URL and ONNX; a scikit-learn model knows its ``classes_``).
+    """
+    spec = str(spec)
+    if spec.startswith(("http://", "https://")):
+        from ruleeraser.http_model import HTTPModel
+
+        fn = HTTPModel(spec, output_name=output_name, **http_options)
+        # The HTTPModel batches itself: it sees whole calls and names their row ranges.
+        return BlackBox(fn, output=output, batch_size=sys.maxsize, classes=classes)
+    if http_options:
+        raise ValueError(f"options {sorted(http_options)} apply only to an http(s) URL")
+    path = Path(spec)
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise ValueError(
+            f"cannot tell what model {spec!r} is: give an http(s) URL or a file ending in "
+            f"{', '.join(SUFFIXES)}"
+        )
+    if suffix in PICKLE_SUFFIXES and not allow_pickle:
+        raise PermissionError(
+            f"refusing to load {spec}: loading a pickle/joblib file runs arbitrary code from "
+            "the file. Pass allow_pickle=True (command line: --allow-pickle) only for a file "
+            "you trust, or save the model with skops (skops.io.dump) instead"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(f"no model file {spec}")
+    if suffix == ".onnx":
+        fn = ONNXModel(path, output_name=output_name)
+        return BlackBox(fn, output=output, classes=classes)
+    if output_name is not None:
+        raise ValueError("output_name applies to ONNX files and kserve-v2 URLs")
+    model = load_skops(path) if suffix == ".skops" else _load_pickle(path)
+    return sklearn_blackbox(model, output=output, classes=classes)
+
+
+class ONNXModel:
+    """An ONNX model file run by onnxruntime: one input tensor, one float output tensor.
+
+    The output is ``output_name``, or else the only float tensor output (a scikit-learn
+    classifier converted by skl2onnx needs ``options={"zipmap": False}`` so that its
+    probabilities are a tensor rather than a list of dicts).
+    """
+
+    def __init__(self, path: str | Path, *, output_name: str | None = None) -> None:
+        try:
+            import onnxruntime
+        except ImportError as exc:  # pragma: no cover - depends on the installed extras
+            raise ImportError(
+                "ONNX models need onnxruntime: pip install 'rule-eraser[onnx]'"
+            ) from exc
+        self.path = Path(path)
+        self.session = onnxruntime.InferenceSession(
+            str(self.path), providers=["CPUExecutionProvider"]
+        )
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ValueError(
+                f"{self.path} has {len(inputs)} inputs {[i.name for i in inputs]}; "
+                "only models with a single input tensor are supported"
+            )
+        self.input = inputs[0]
+        if self.input.type not in _ONNX_DTYPES:
+            raise ValueError(f"{self.path}: unsupported input type {self.input.type}")
+        self.dtype = _ONNX_DTYPES[self.input.type]
+        outputs = {o.name: o.type for o in self.session.get_outputs()}
+        floats = [n for n, t in outputs.items() if t in ("tensor(float)", "tensor(double)")]
+        if output_name is not None:
+            if output_name not in floats:
+                raise ValueError(
+                    f"{self.path} has no float tensor output {output_name!r}; outputs: {outputs}"
+                )
+            self.output_name = output_name
+        elif len(floats) == 1:
+            self.output_name = floats[0]
+        elif not floats:
+            hint = (
+                " (a skl2onnx ZipMap output: convert with options={'zipmap': False})"
+                if any(t.startswith("seq(map") for t in outputs.values())
+                else ""
+            )
+            raise ValueError(f"{self.path} has no float tensor output: {outputs}{hint}")
+        else:
+            raise ValueError(
+                f"{self.path} has several float outputs {floats}; choose one with output_name"
+            )
+
+    def __call__(self, X: Any) -> np.ndarray:
+        if hasattr(X, "detach"):  # a torch tensor
+            X = X.detach().cpu().numpy()
+        arr = np.ascontiguousarray(X.to_numpy() if hasattr(X, "to_numpy") else X, dtype=self.dtype)
+        expected = self.input.shape
+        if len(expected) != arr.ndim or any(
+            isinstance(e, int) and e != a for e, a in zip(expected[1:], arr.shape[1:], strict=True)
+        ):
+            raise ValueError(
+                f"{self.path} takes inputs of shape {expected}, got rows of shape {arr.shape}"
+            )
+        return self.session.run([self.output_name], {self.input.name: arr})[0]
+
+    def __repr__(self) -> str:
+        return f"ONNXModel({str(self.path)!r}, output_name={self.output_name!r})"
+
+
+def load_skops(path: str | Path) -> Any:
+    """Load a skops file that holds only scikit-learn and numpy classes.
+
+    skops refuses types it does not trust by default; here the file's other types are
+    accepted only when they are classes of :data:`TRUSTED_PACKAGES` (never functions, which
+    a model could call). Anything else raises ``ValueError`` listing the refused types.
+    """
+    try:
+        import skops.io as sio
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        raise ImportError("skops files need skops: pip install 'rule-eraser[skops]'") from exc
+    untrusted = sio.get_untrusted_types(file=path)
+    refused = [name for name in untrusted if not _is_trusted_class(name)]
+    if refused:
+        raise ValueError(
+            f"{path} holds types other than scikit-learn and numpy classes, refused: {refused}. "
+            "If you trust the file, load it yourself with skops.io.load(path, trusted=[...]) "
+            "and pass the model to the Eraser"
+        )
+    return sio.load(path, trusted=untrusted)
+
+
+def _is_trusted_class(name: str) -> bool:
+    """Whether dotted ``name`` is a class defined in one of :data:`TRUSTED_PACKAGES`."""
+    parts = name.split(".")
+    if parts[0] not in TRUSTED_PACKAGES:
+        return False
+    for split in range(len(parts) - 1, 0, -1):
+        try:
+            obj: Any = importlib.import_module(".".join(parts[:split]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[split:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return False
+        module = getattr(obj, "__module__", "") or ""
+        return isinstance(obj, type) and module.split(".")[0] in TRUSTED_PACKAGES
+    return False
+
+
+def _load_pickle(path: Path) -> Any:
+    if path.suffix.lower() == ".joblib":
+        import joblib
+
+        return joblib.load(path)
+    import pickle
+
+    with path.open("rb") as f:
+        return pickle.load(f)
+
+
+class _SklearnCall:
+    """``predict_proba`` of a scikit-learn model; DataFrames lose their column names when the
+    model was fitted without (so that scikit-learn does not warn on every batch)."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __call__(self, X: Any) -> Any:
+        if hasattr(X, "columns") and not hasattr(self.model, "feature_names_in_"):
+            X = X.to_numpy()
+        return self.model.predict_proba(X)
+
+
+def sklearn_blackbox(
+    model: Any, *, output: Output = "proba", classes: Sequence[Any] | None = None
+) -> BlackBox:
+    """A scikit-learn classifier loaded from a file, as a black box of its ``predict_proba``."""
+    if not hasattr(model, "predict_proba"):
+        raise TypeError(f"the loaded {type(model).__name__} has no predict_proba")
+    if output != "proba":
+        raise ValueError("a scikit-learn model's predict_proba gives probabilities: output='proba'")
+    known = getattr(model, "classes_", None)
+    if classes is not None and known is not None and list(classes) != list(known):
+        raise ValueError(f"classes {list(classes)} differ from the model's classes_ {list(known)}")
+    return BlackBox(_SklearnCall(model), classes=known if classes is None else classes)
