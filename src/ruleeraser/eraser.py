@@ -273,7 +273,7 @@ class Eraser:
         outs = []
         for module in self.patches_:
             module.eval()
-            logits = torch.cat([module(x) for x in X_t.split(8192)])
+            logits = torch.cat([module(x) for x in X_t.split(65536)])
             outs.append(torch.log_softmax(logits.double(), dim=1).numpy())
         return outs
 

@@ -76,11 +76,11 @@ class RuleMixture(nn.Module):
     def __init__(self, bias_net: nn.Module, group_rules: torch.Tensor) -> None:
         super().__init__()
         self.bias_net = bias_net
-        self.register_buffer("log_rules", torch.log(group_rules.double()).float())
+        self.register_buffer("rules", group_rules.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        log_post = torch.log_softmax(self.bias_net(x), dim=1)  # (n, m)
-        return torch.logsumexp(log_post[:, :, None] + self.log_rules[None], dim=1)
+        posterior = torch.softmax(self.bias_net(x), dim=1)  # (n, m)
+        return torch.log(posterior @ self.rules)
 
 
 @dataclass(frozen=True)

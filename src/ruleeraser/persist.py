@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -107,7 +106,7 @@ def load_eraser(path: str | Path, model: Any, *, patch: nn.Module | None = None)
         n_out = len(values) if params["rule"] == "group" else eraser.n_classes_
         module = _skeleton(eraser, patch, n_out)
         if params["rule"] == "group":
-            module = RuleMixture(module, torch.exp(state["log_rules"].double()))
+            module = RuleMixture(module, state["rules"])
         module.load_state_dict(state)
         eraser.patches_.append(module.eval())
     return eraser
