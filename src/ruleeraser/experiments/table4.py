@@ -13,7 +13,6 @@ input) of :mod:`ruleeraser.experiments.celeba_attributes`.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from collections.abc import Iterable, Sequence
@@ -26,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ruleeraser.eraser import Eraser
+from ruleeraser.experiments.results import write_results
 from ruleeraser.metrics import group_accuracy
 
 if TYPE_CHECKING:
@@ -269,11 +269,7 @@ def to_markdown(rows: list[dict]) -> str:
 
 def write(rows: list[dict], out: str | Path) -> tuple[Path, Path]:
     """Write ``table4.json`` and ``table4.md`` to ``out``."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table4.json").write_text(json.dumps(rows, indent=2))
-    (out / "table4.md").write_text(to_markdown(rows))
-    return out / "table4.json", out / "table4.md"
+    return write_results(rows, out, "table4", to_markdown)
 
 
 def _run(args: argparse.Namespace) -> int:
