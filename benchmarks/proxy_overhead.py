@@ -1,0 +1,305 @@
+"""Proxy overhead on loopback: the fair proxy against calling its upstream directly.
+
+    python benchmarks/proxy_overhead.py [--requests N] [--rounds R] [--concurrency 16]
+                                        [--rows-per-request K] [--seed S]
+                                        [--upstream-latency-ms MS]
+
+Three processes: this one (the load client: one httpx client per concurrent worker), the
+example upstream (a scikit-learn logistic regression behind uvicorn) and the fair proxy
+(``ruleeraser.serve.create_app`` behind uvicorn), both servers with one worker, no access
+log, on 127.0.0.1 ephemeral ports (sockets of protocol IPPROTO_TCP, so that connections get
+TCP_NODELAY). Separate processes, not threads: each gets its own interpreter lock, as in
+deployment, and the OS shares the cores among them. On a 2-core machine the three compete
+for CPU, so the CPU time each spends per request is printed too.
+
+Each round sends the same N requests (the same bodies) at the same concurrency straight to
+the upstream and through the proxy, alternating which goes first; latencies are pooled over
+rounds, requests per second are given per round (median and range). The acceptance bars of
+issue #4: the proxy adds at most 2 ms at p50 and keeps at least 80% of the direct requests
+per second.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import os
+import platform
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+BAR_P50_MS, BAR_RPS_RATIO = 2.0, 0.80
+JSON = {"content-type": "application/json"}
+
+
+def delayed(app: Any, seconds: float) -> Any:
+    """``app`` answering every HTTP request ``seconds`` late, without using CPU meanwhile."""
+
+    async def wrapper(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await asyncio.sleep(seconds)
+        await app(scope, receive, send)
+
+    return wrapper
+
+
+def serve(role: str, args: argparse.Namespace) -> None:
+    """Child process: serve the upstream or the proxy on an ephemeral port, printed first."""
+    import uvicorn
+
+    if role == "upstream":
+        from ruleeraser.example_upstream import create_upstream_app, make_demo
+
+        app = create_upstream_app(make_demo(args.seed).model)
+        if args.upstream_latency_ms:
+            app = delayed(app, args.upstream_latency_ms / 1e3)
+    else:
+        from ruleeraser.serve import create_app
+
+        app = create_app(args.eraser, args.upstream)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
+    sock.bind(("127.0.0.1", 0))
+    print(sock.getsockname()[1], flush=True)
+    config = uvicorn.Config(app, access_log=False, log_level="warning")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def start(role: str, *extra: str, wait: float = 60.0) -> tuple[subprocess.Popen, int]:
+    """Start a server child; return it and its port."""
+    cmd = [sys.executable, __file__, "--serve", role, *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    ready, _, _ = select.select([proc.stdout], [], [], wait)
+    line = proc.stdout.readline() if ready else ""
+    if not line.strip().isdigit():
+        proc.kill()
+        raise RuntimeError(f"the {role} server did not start within {wait:g} s")
+    return proc, int(line)
+
+
+def server_stack() -> str:
+    """The HTTP parser and event loop uvicorn picks here ("auto")."""
+    parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"{parser}/{loop}"
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process (this one for None), from /proc."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def wait_healthy(client: httpx.AsyncClient, url: str, wait: float = 30.0) -> None:
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if (await client.get(url)).status_code < 500:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} is not answering after {wait:g} s")
+        await asyncio.sleep(0.1)
+
+
+async def load(
+    clients: list[httpx.AsyncClient], url: str, bodies: list[bytes], n: int, seconds: float
+) -> tuple[np.ndarray, float, int]:
+    """Send ``n`` POSTs (at most ``seconds``) from one worker per client, concurrently.
+
+    One client per worker: httpcore's shared pool costs each request O(connections^2) work
+    and retries (encode/httpcore#1035), which would load the client more than the servers.
+    Returns the latencies (s), the elapsed time (s) and the number of non-200 answers.
+    """
+    latencies: list[float] = []
+    errors = sent = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal sent, errors
+        while sent < n and time.perf_counter() < deadline:
+            body = bodies[sent % len(bodies)]
+            sent += 1
+            t0 = time.perf_counter()
+            answer = await client.post(url, content=body, headers=JSON)
+            latencies.append(time.perf_counter() - t0)
+            errors += answer.status_code != 200
+
+    start_time = time.perf_counter()
+    await asyncio.gather(*(worker(client) for client in clients))
+    return np.array(latencies), time.perf_counter() - start_time, errors
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.2f}"
+
+
+async def bench(
+    args: argparse.Namespace, demo: Any, eraser: Any, pids: dict[str, int | None],
+    urls: dict[str, str],
+) -> None:  # fmt: skip
+    """Check the proxy's answers, warm up, run the rounds and print the numbers."""
+    rng = np.random.default_rng(args.seed)
+    rows = demo.X_test[rng.permutation(len(demo.X_test))]
+    k = args.rows_per_request
+    bodies = [
+        httpx.Request("POST", "/", json={"instances": rows[i : i + k].tolist()}).read()
+        for i in range(0, len(rows) - k + 1, k)
+    ]
+    single = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    async with contextlib.AsyncExitStack() as stack:
+        pools = {
+            target: [
+                await stack.enter_async_context(httpx.AsyncClient(limits=single, timeout=30))
+                for _ in range(args.concurrency)
+            ]
+            for target in ("direct", "proxy")
+        }
+        await wait_healthy(pools["proxy"][0], urls["health"])
+        check = rows[:200]
+        answer = await pools["proxy"][0].post(urls["proxy"], json={"instances": check.tolist()})
+        answer.raise_for_status()
+        diff = np.abs(np.array(answer.json()["predictions"]) - eraser.predict_proba(check)).max()
+        print(f"fair probabilities through the proxy vs Eraser.predict_proba on 200 rows: "
+              f"max |difference| = {diff:.1e}")  # fmt: skip
+        for target, clients in pools.items():
+            await load(clients, urls[target], bodies, args.warmup, args.phase_seconds)
+
+        results: dict[str, list[tuple[np.ndarray, float, int, dict[str, float]]]] = {
+            "direct": [], "proxy": []
+        }  # fmt: skip
+        print(f"\n{'round':>5} {'target':>6} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>7} "
+              f"{'errors':>6}   CPU µs/request: client upstream proxy")  # fmt: skip
+        for r in range(args.rounds):
+            for target in ["direct", "proxy"][:: 1 if r % 2 == 0 else -1]:
+                cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                lat, elapsed, errors = await load(
+                    pools[target], urls[target], bodies, args.requests, args.phase_seconds
+                )
+                cpu = {
+                    name: (cpu_seconds(pid) - cpu0[name]) / max(len(lat), 1) * 1e6
+                    for name, pid in pids.items()
+                }
+                results[target].append((lat, elapsed, errors, cpu))
+                print(
+                    f"{r + 1:>5} {target:>6} {ms(np.percentile(lat, 50)):>7} "
+                    f"{ms(np.percentile(lat, 99)):>7} {len(lat) / elapsed:>7.0f} {errors:>6}   "
+                    f"{cpu['client']:>6.0f} {cpu['upstream']:>8.0f} {cpu['proxy']:>5.0f}"
+                )
+    summary, cpu_total = {}, {}
+    print()
+    for target, runs in results.items():
+        pooled = np.concatenate([lat for lat, *_ in runs])
+        rps = np.array([len(lat) / elapsed for lat, elapsed, *_ in runs])
+        p50s = np.array([np.percentile(lat, 50) for lat, *_ in runs])
+        summary[target] = (np.percentile(pooled, 50), np.percentile(pooled, 99), rps)
+        cpu = {name: np.median([c[name] for *_, c in runs]) for name in pids}
+        cpu_total[target] = sum(cpu.values())
+        print(
+            f"{target:>6}: p50 {ms(summary[target][0])} ms [rounds {ms(p50s.min())}-"
+            f"{ms(p50s.max())}], p99 {ms(summary[target][1])} ms, "
+            f"{np.median(rps):.0f} req/s [rounds {rps.min():.0f}-{rps.max():.0f}], "
+            f"{sum(e for *_, e, _ in runs)} errors; CPU µs/request "
+            + ", ".join(f"{name} {value:.0f}" for name, value in cpu.items())
+        )
+    d50, p50 = summary["direct"][0], summary["proxy"][0]
+    ratios = summary["proxy"][2] / summary["direct"][2]
+    ratio = np.median(summary["proxy"][2]) / np.median(summary["direct"][2])
+    verdict = {True: "PASS", False: "FAIL"}
+    cores = os.cpu_count() or 1
+    print(
+        f"CPU of all three processes per request: direct {cpu_total['direct']:.0f} µs, proxy "
+        f"{cpu_total['proxy']:.0f} µs; so on {cores} otherwise idle cores at most "
+        f"{cores / cpu_total['direct'] * 1e6:.0f} vs {cores / cpu_total['proxy'] * 1e6:.0f} "
+        f"req/s (ratio {cpu_total['direct'] / cpu_total['proxy']:.2f})"
+    )
+    print(
+        f"overhead: p50 +{ms(p50 - d50)} ms (bar <= {BAR_P50_MS:g} ms: "
+        f"{verdict[(p50 - d50) * 1e3 <= BAR_P50_MS]}); req/s ratio {ratio:.2f} [paired rounds "
+        f"{ratios.min():.2f}-{ratios.max():.2f}] (bar >= {BAR_RPS_RATIO:.2f}: "
+        f"{verdict[ratio >= BAR_RPS_RATIO]})"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=2000, help="requests per target per round")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds, alternating the order")
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rows-per-request", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--warmup", type=int, default=500, help="requests per target first")
+    parser.add_argument("--phase-seconds", type=float, default=60.0, help="cap per load phase")
+    parser.add_argument(
+        "--upstream-latency-ms", type=float, default=0.0,
+        help="emulate a model whose compute runs elsewhere (a GPU, another host): the upstream "
+        "waits this long per request without using CPU (default 0)",
+    )  # fmt: skip
+    parser.add_argument("--serve", choices=["upstream", "proxy"], help=argparse.SUPPRESS)
+    parser.add_argument("--eraser", help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args)
+        return 0
+    if min(args.requests, args.rounds, args.concurrency, args.rows_per_request) < 1:
+        parser.error("--requests, --rounds, --concurrency and --rows-per-request must be >= 1")
+
+    from ruleeraser.eraser import Eraser
+    from ruleeraser.example_upstream import make_demo
+
+    demo = make_demo(args.seed)
+    eraser = Eraser(demo.model, random_state=args.seed)
+    eraser.fit(demo.X_calib, demo.y_calib, bias=demo.bias_calib)
+    print(
+        f"seed {args.seed}; {args.rounds} rounds x {args.requests} requests per target, "
+        f"concurrency {args.concurrency}, {args.rows_per_request} row(s) per request, "
+        f"upstream latency {args.upstream_latency_ms:g} ms, "
+        f"{args.warmup} warm-up requests\n{os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, uvicorn on {server_stack()}, load average before start "
+        f"{os.getloadavg()[0]:.2f}; three processes: client, upstream, proxy (1 worker each)"
+    )
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            eraser.save(tmp)
+            up, up_port = start(
+                "upstream", "--seed", str(args.seed),
+                "--upstream-latency-ms", str(args.upstream_latency_ms),
+            )  # fmt: skip
+            procs.append(up)
+            upstream = f"http://127.0.0.1:{up_port}/predict"
+            px, px_port = start("proxy", "--eraser", tmp, "--upstream", upstream)
+            procs.append(px)
+            urls = {
+                "direct": upstream,
+                "proxy": f"http://127.0.0.1:{px_port}/v1/predict",
+                "health": f"http://127.0.0.1:{px_port}/healthz?upstream=true",
+            }
+            pids = {"client": None, "upstream": up.pid, "proxy": px.pid}
+            asyncio.run(bench(args, demo, eraser, pids, urls))
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

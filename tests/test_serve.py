@@ -1,0 +1,366 @@
+import argparse
+import asyncio
+import json
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+import httpx
+import numpy as np
+import pytest
+import schemathesis
+import uvicorn
+import uvicorn.supervisors
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from schemathesis.checks import positive_data_acceptance
+
+from ruleeraser import Eraser
+from ruleeraser import serve as serve_module
+from ruleeraser.example_upstream import create_upstream_app, make_demo
+from ruleeraser.serve import ENV, add_serve_parser, create_app, create_app_from_env
+
+UPSTREAM = "http://upstream.test/predict"
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return make_demo(0, n_train=2000, n_calib=400, n_test=200)
+
+
+@pytest.fixture(scope="module")
+def eraser(demo):
+    return Eraser(demo.model, random_state=0, max_epochs=20).fit(
+        demo.X_calib, demo.y_calib, bias=demo.bias_calib
+    )
+
+
+@pytest.fixture(scope="module")
+def eraser_dir(eraser, tmp_path_factory):
+    return eraser.save(tmp_path_factory.mktemp("eraser"))
+
+
+def model_handler(model):
+    """An in-process upstream: the instances protocol over ``model.predict_proba``."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        X = np.asarray(json.loads(request.content)["instances"], dtype=np.float64)
+        return httpx.Response(200, json={"predictions": model.predict_proba(X).tolist()})
+
+    return handle
+
+
+@contextmanager
+def proxy(eraser_dir, handler=None, upstream=UPSTREAM, **options):
+    transport = None if handler is None else httpx.MockTransport(handler)
+    with TestClient(create_app(eraser_dir, upstream, transport=transport, **options)) as client:
+        yield client
+
+
+@contextmanager
+def serving(app):
+    """Serve ``app`` with uvicorn on a loopback ephemeral port, in a thread."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_fair_probabilities_equal_eraser_predict_proba(demo, eraser, eraser_dir):
+    rows = demo.X_test[:50]
+    with proxy(eraser_dir, model_handler(demo.model)) as client:
+        answer = client.post("/v1/predict", json={"instances": rows.tolist()})
+        with_original = client.post(
+            "/v1/predict", json={"instances": rows.tolist(), "return_original": True}
+        )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert set(body) == {"predictions", "classes"} and body["classes"] == [0, 1]
+    np.testing.assert_allclose(body["predictions"], eraser.predict_proba(rows), rtol=0, atol=1e-12)
+    original = with_original.json()
+    assert original["predictions"] == body["predictions"]
+    np.testing.assert_allclose(original["original"], demo.model.predict_proba(rows), atol=1e-12)
+
+
+def test_end_to_end_on_loopback(demo, eraser, eraser_dir):
+    rows = demo.X_test[50:80]
+    with serving(create_upstream_app(demo.model)) as upstream:
+        proxy_app = create_app(eraser_dir, f"{upstream}/predict")
+        with serving(proxy_app) as url, httpx.Client(base_url=url, timeout=10) as client:
+            health = client.get("/healthz", params={"upstream": "true"})
+            answer = client.post("/v1/predict", json={"instances": rows.tolist()})
+            huge = client.post("/v1/predict", content=(b" " * 65536 for _ in range(40)))
+    assert health.status_code == 200 and health.json()["upstream_checked"] is True
+    assert huge.status_code == 413  # 2.5 MiB, chunked: refused before it is all read
+    assert answer.status_code == 200, answer.text
+    np.testing.assert_allclose(
+        answer.json()["predictions"], eraser.predict_proba(rows), rtol=0, atol=1e-12
+    )
+
+
+def test_healthz(demo, eraser_dir):
+    with proxy(eraser_dir, model_handler(demo.model)) as client:
+        plain = client.get("/healthz")
+        probed = client.get("/healthz", params={"upstream": "true"})
+    assert plain.status_code == 200
+    assert plain.json() == {
+        "status": "ok",
+        "input_shape": [4],
+        "classes": [0, 1],
+        "biases": ["bias"],
+        "max_rows": serve_module.DEFAULT_MAX_ROWS,
+        "upstream_checked": False,
+    }
+    assert probed.status_code == 200 and probed.json()["upstream_checked"] is True
+    with proxy(eraser_dir, upstream=f"http://127.0.0.1:{closed_port()}/predict") as client:
+        dead = client.get("/healthz", params={"upstream": "true"})
+    assert dead.status_code == 502 and "unreachable" in dead.json()["detail"]
+
+
+@pytest.mark.parametrize("body", [b"", b"not json", b'{"instances": [[1, 2, 3, 4]]', b"{'a': 1}"])
+def test_malformed_json_is_400(demo, eraser_dir, body):
+    with proxy(eraser_dir, model_handler(demo.model)) as client:
+        answer = client.post("/v1/predict", content=body)
+    assert answer.status_code == 400
+    assert "not valid JSON" in answer.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('{"instances": [[1, 2, 3]]}', "must hold 4 numbers"),
+        ('{"instances": [[1, 2, 3, 4], [1, 2, 3, 4, 5]]}', "instances[1] with 5"),
+        ('{"instances": [[]]}', "must hold 4 numbers"),
+        ('{"instances": [[1, NaN, 3, 4]]}', "instances[0][1]: Input should be a finite number"),
+        ('{"instances": [[1, 2, Infinity, 4]]}', "finite number"),
+        ('{"instances": [[-Infinity, 2, 3, 4]]}', "finite number"),
+        ('{"instances": [[1e400, 2, 3, 4]]}', "finite number"),
+        ('{"instances": [[1e39, 2, 3, 4]]}', "less than or equal"),
+        ('{"instances": [[3e38, 3e38, 3e38, 3e38]]}', "the patch has no finite output"),
+        ('{"instances": []}', "at least 1 item"),
+        ('{"instances": [1, 2, 3, 4]}', "instances[0]: Input should be a valid array"),
+        ('{"instances": [["1", 2, 3, 4]]}', "valid number"),
+        ('{"instances": [[1, 2, 3, 4]], "return_original": "yes"}', "valid boolean"),
+        ('{"instances": [[1, 2, 3, 4]], "extra": 1}', "extra: Extra inputs"),
+        ('{"rows": [[1, 2, 3, 4]]}', "instances: Field required"),
+        ("[[1, 2, 3, 4]]", "Input should be an object"),
+    ],
+)
+def test_invalid_instances_are_422(demo, eraser_dir, body, message):
+    calls = []
+
+    def handler(request):
+        calls.append(request)
+        return model_handler(demo.model)(request)
+
+    with proxy(eraser_dir, handler) as client:
+        answer = client.post("/v1/predict", content=body)
+    assert answer.status_code == 422, answer.text
+    assert message in answer.json()["detail"]
+    assert not calls  # nothing reaches the upstream
+
+
+def test_limits_are_413(demo, eraser_dir):
+    rows = demo.X_test[:11].tolist()
+    with proxy(eraser_dir, model_handler(demo.model), max_rows=10, max_body_bytes=4000) as c:
+        ok = c.post("/v1/predict", json={"instances": rows[:10]})
+        too_many = c.post("/v1/predict", json={"instances": rows})
+        huge = c.post("/v1/predict", content=b'{"instances": [' + b" " * 5000 + b"]}")
+        chunks = (b'{"instances": [' if i == 0 else b" " * 100 for i in range(100))
+        chunked = c.post("/v1/predict", content=chunks)  # no Content-Length
+    assert ok.status_code == 200
+    assert too_many.status_code == 413 and "at most 10" in too_many.json()["detail"]
+    for answer in (huge, chunked):
+        assert answer.status_code == 413
+        assert answer.json()["detail"] == "request body exceeds 4000 bytes"
+
+
+def test_slow_upstream_is_504(demo, eraser_dir):
+    async def slow(request):
+        await asyncio.sleep(10)
+
+    with proxy(eraser_dir, slow, timeout=0.2) as client:
+        start = time.monotonic()
+        answer = client.post("/v1/predict", json={"instances": demo.X_test[:2].tolist()})
+    assert time.monotonic() - start < 5
+    assert answer.status_code == 504
+    assert answer.json()["detail"] == "upstream did not answer within 0.2 s"
+
+
+def test_silent_upstream_on_loopback_is_504(demo, eraser_dir):
+    with socket.socket() as silent:  # accepts connections (backlog), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/predict"
+        with proxy(eraser_dir, upstream=url, timeout=0.3) as client:
+            answer = client.post("/v1/predict", json={"instances": demo.X_test[:2].tolist()})
+    assert answer.status_code == 504 and "0.3 s" in answer.json()["detail"]
+
+
+def test_dead_upstream_is_502(demo, eraser_dir):
+    url = f"http://127.0.0.1:{closed_port()}/predict"
+    with proxy(eraser_dir, upstream=url) as client:
+        answer = client.post("/v1/predict", json={"instances": demo.X_test[:2].tolist()})
+    assert answer.status_code == 502
+    assert answer.json()["detail"].startswith("upstream unreachable (ConnectError")
+
+
+def _answer(status=200, **kwargs):
+    return lambda request: httpx.Response(status, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("handler", "message"),
+    [
+        (_answer(500, text="model crashed"), "upstream answered HTTP 500: 'model crashed'"),
+        (_answer(404), "upstream answered HTTP 404"),
+        (_answer(content=b"<html>"), "upstream answer is not JSON"),
+        (_answer(json={"outputs": [[0.5, 0.5]] * 3}), "has no 'predictions'"),
+        (_answer(json=[[0.5, 0.5]] * 3), "has no 'predictions'"),
+        (_answer(json={"predictions": [[0.5, 0.5]] * 2}), "returned 2 rows for 3 inputs"),
+        (_answer(json={"predictions": [[0.2, 0.3, 0.5]] * 3}), "answered 3 classes"),
+        (_answer(content=b'{"predictions": [[NaN, 1], [0, 1], [0, 1]]}'), "NaN"),
+        (_answer(json={"predictions": [[-0.5, 1.5]] * 3}), "negative"),
+        (_answer(json={"predictions": [[0.5, 0.6]] * 3}), "do not sum to 1"),
+        (_answer(json={"predictions": [["a", "b"]] * 3}), "not probabilities"),
+        (_answer(json={"predictions": [{"a": 1}] * 3}), "not probabilities"),
+        (_answer(json={"predictions": 1}), "not probabilities"),
+    ],
+)
+def test_bad_upstream_answers_are_502(demo, eraser_dir, handler, message):
+    with proxy(eraser_dir, handler) as client:
+        answer = client.post(
+            "/v1/predict", json={"instances": demo.X_test[:3].tolist(), "return_original": True}
+        )
+    assert answer.status_code == 502
+    assert set(answer.json()) == {"detail"} and message in answer.json()["detail"]
+
+
+def test_sigmoid_upstream_is_read_as_two_classes(demo, eraser, eraser_dir):
+    rows = demo.X_test[:5]
+
+    def sigmoid(request):
+        X = np.asarray(json.loads(request.content)["instances"])
+        return httpx.Response(200, json={"predictions": demo.model.predict_proba(X)[:, 1].tolist()})
+
+    with proxy(eraser_dir, sigmoid) as client:
+        answer = client.post("/v1/predict", json={"instances": rows.tolist()})
+    np.testing.assert_allclose(answer.json()["predictions"], eraser.predict_proba(rows), atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def api(demo, eraser_dir):
+    app = create_app(eraser_dir, UPSTREAM, transport=httpx.MockTransport(model_handler(demo.model)))
+    config = schemathesis.Config()
+    rejection = config.projects.default.checks.negative_data_rejection
+    rejection.expected_statuses = [*rejection.expected_statuses, "413"]  # too many instances
+    return schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
+
+
+@pytest.mark.parametrize("mode", list(schemathesis.GenerationMode))
+def test_fuzz_from_openapi_schema(api, mode):
+    @given(case=api.as_strategy(generation_mode=mode))
+    @settings(
+        max_examples=500, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    )
+    def check(case):
+        # Schema-valid rows far from the calibration data can overflow the float32 patch,
+        # which answers a documented 422; every other schema-valid request must succeed.
+        response = case.call_and_validate(excluded_checks=[positive_data_acceptance])
+        assert response.status_code < 500  # with a healthy upstream, no 502/504 either
+        if mode == schemathesis.GenerationMode.POSITIVE:
+            assert response.status_code == 200 or "patch has no finite output" in response.text
+
+    check()
+
+
+def test_create_app_rejects_bad_settings(eraser):
+    with pytest.raises(ValueError, match="http"):
+        create_app(eraser, "ftp://model")
+    with pytest.raises(ValueError, match="max_rows must be positive"):
+        create_app(eraser, UPSTREAM, max_rows=0)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        create_app(Eraser(lambda x: x), UPSTREAM)
+
+
+def test_app_from_environment(demo, eraser_dir, monkeypatch):
+    for name in ENV.values():
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(RuntimeError, match=ENV["eraser"]):
+        create_app_from_env()
+    monkeypatch.setenv(ENV["eraser"], str(eraser_dir))
+    monkeypatch.setenv(ENV["upstream"], UPSTREAM)
+    monkeypatch.setenv(ENV["max_rows"], "7")
+    with TestClient(create_app_from_env()) as client:
+        assert client.get("/healthz").json()["max_rows"] == 7
+
+
+def test_serve_command_runs_uvicorn(eraser_dir, monkeypatch):
+    calls = []
+
+    def server_run(self, sockets):
+        calls.append((self.config, sockets))
+
+    def supervisor_run(self):
+        calls.append((self.config, self.sockets))
+
+    monkeypatch.setattr(uvicorn.Server, "run", server_run)
+    monkeypatch.setattr(uvicorn.supervisors.Multiprocess, "run", supervisor_run)
+    for name in ENV.values():
+        monkeypatch.setenv(name, "")  # restored after the test
+    parser = argparse.ArgumentParser()
+    add_serve_parser(parser.add_subparsers())
+    command = ["serve", "--eraser", str(eraser_dir), "--upstream", UPSTREAM, "--port", "0"]
+    for extra in ([], ["--workers", "3", "--max-rows", "5", "--timeout", "2"]):
+        args = parser.parse_args(command + extra)
+        assert args.run(args) == 0
+    (single, [single_sock]), (multi, [multi_sock]) = calls
+    for sock in (single_sock, multi_sock):
+        assert sock.proto == socket.IPPROTO_TCP  # so that connections get TCP_NODELAY
+        sock.close()
+    assert callable(single.app) and single.workers == 1 and not single.factory
+    assert multi.app == "ruleeraser.serve:create_app_from_env"
+    assert multi.factory and multi.workers == 3
+    with TestClient(create_app_from_env()) as client:  # what each worker builds
+        assert client.get("/healthz").json()["max_rows"] == 5
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--upstream", "ftp://model"], "upstream must be an http(s) URL"),
+        (["--upstream", UPSTREAM, "--workers", "0"], "workers must be at least 1"),
+        (["--upstream", UPSTREAM, "--max-rows", "0"], "max_rows must be positive"),
+    ],
+)
+def test_serve_command_reports_bad_settings(eraser_dir, capsys, options, message):
+    parser = argparse.ArgumentParser()
+    add_serve_parser(parser.add_subparsers())
+    args = parser.parse_args(["serve", "--eraser", str(eraser_dir), *options])
+    assert args.run(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_serve_command_reports_a_missing_eraser(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_serve_parser(parser.add_subparsers())
+    args = parser.parse_args(["serve", "--eraser", str(tmp_path), "--upstream", UPSTREAM])
+    assert args.run(args) == 2
+    assert "does not hold eraser.json" in capsys.readouterr().err
