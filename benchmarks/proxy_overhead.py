@@ -6,11 +6,11 @@
 
 Three processes: this one (the load client: one httpx client per concurrent worker), the
 example upstream (a scikit-learn logistic regression behind uvicorn) and the fair proxy
-(``ruleeraser.serve.create_app`` behind uvicorn), both servers with one worker, no access
-log, on 127.0.0.1 ephemeral ports (sockets of protocol IPPROTO_TCP, so that connections get
-TCP_NODELAY). Separate processes, not threads: each gets its own interpreter lock, as in
-deployment, and the OS shares the cores among them. On a 2-core machine the three compete
-for CPU, so the CPU time each spends per request is printed too.
+(``ruleeraser.serve.create_app`` behind uvicorn, aiohttp to the upstream), both servers with
+one worker, no access log, on 127.0.0.1 ephemeral ports (sockets of protocol IPPROTO_TCP, so
+that connections get TCP_NODELAY). Separate processes, not threads: each gets its own
+interpreter lock, as in deployment, and the OS shares the cores among them. On a 2-core
+machine the three compete for CPU, so the CPU time each spends per request is printed too.
 
 Each round sends the same N requests (the same bodies) at the same concurrency straight to
 the upstream and through the proxy, alternating which goes first; latencies are pooled over

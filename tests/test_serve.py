@@ -1,5 +1,7 @@
 import argparse
 import asyncio
+import contextlib
+import inspect
 import json
 import socket
 import threading
@@ -42,7 +44,7 @@ def eraser_dir(eraser, tmp_path_factory):
 
 
 def model_handler(model):
-    """An in-process upstream: the instances protocol over ``model.predict_proba``."""
+    """An upstream's logic: the instances protocol over ``model.predict_proba``."""
 
     def handle(request: httpx.Request) -> httpx.Response:
         X = np.asarray(json.loads(request.content)["instances"], dtype=np.float64)
@@ -51,11 +53,29 @@ def model_handler(model):
     return handle
 
 
-@contextmanager
-def proxy(eraser_dir, handler=None, upstream=UPSTREAM, **options):
-    transport = None if handler is None else httpx.MockTransport(handler)
-    with TestClient(create_app(eraser_dir, upstream, transport=transport, **options)) as client:
-        yield client
+def handler_app(handler):
+    """An ASGI upstream answering every request with ``handler(httpx.Request)`` (or awaited)."""
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        answer = handler(httpx.Request(scope["method"], "http://upstream/", content=body))
+        if inspect.isawaitable(answer):
+            answer = await answer
+        headers = [(k.encode(), v.encode()) for k, v in answer.headers.items()]
+        await send(
+            {"type": "http.response.start", "status": answer.status_code, "headers": headers}
+        )
+        await send({"type": "http.response.body", "body": answer.content})
+
+    return app
 
 
 @contextmanager
@@ -63,7 +83,8 @@ def serving(app):
     """Serve ``app`` with uvicorn on a loopback ephemeral port, in a thread."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -75,6 +96,15 @@ def serving(app):
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+@contextmanager
+def proxy(eraser_dir, handler=None, upstream=UPSTREAM, **options):
+    """A test client of the proxy; with ``handler``, in front of it served on loopback."""
+    with contextlib.ExitStack() as stack:
+        if handler is not None:
+            upstream = stack.enter_context(serving(handler_app(handler))) + "/predict"
+        yield stack.enter_context(TestClient(create_app(eraser_dir, upstream, **options)))
 
 
 def closed_port() -> int:
@@ -219,7 +249,7 @@ def test_dead_upstream_is_502(demo, eraser_dir):
     with proxy(eraser_dir, upstream=url) as client:
         answer = client.post("/v1/predict", json={"instances": demo.X_test[:2].tolist()})
     assert answer.status_code == 502
-    assert answer.json()["detail"].startswith("upstream unreachable (ConnectError")
+    assert answer.json()["detail"].startswith("upstream unreachable (ClientConnectorError")
 
 
 def _answer(status=200, **kwargs):
@@ -267,7 +297,11 @@ def test_sigmoid_upstream_is_read_as_two_classes(demo, eraser, eraser_dir):
 
 @pytest.fixture(scope="module")
 def api(demo, eraser_dir):
-    app = create_app(eraser_dir, UPSTREAM, transport=httpx.MockTransport(model_handler(demo.model)))
+    with serving(create_upstream_app(demo.model)) as upstream:
+        yield _schema(create_app(eraser_dir, f"{upstream}/predict"))
+
+
+def _schema(app):
     config = schemathesis.Config()
     rejection = config.projects.default.checks.negative_data_rejection
     rejection.expected_statuses = [*rejection.expected_statuses, "413"]  # too many instances

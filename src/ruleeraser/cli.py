@@ -484,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ruleeraser import __version__
     from ruleeraser.experiments.frontier import add_frontier_parser
     from ruleeraser.experiments.table4 import add_table4_parser
+    from ruleeraser.serve import add_serve_parser
 
     parser = argparse.ArgumentParser(
         prog="ruleeraser",
@@ -524,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_table4_parser(experiments)
     add_frontier_parser(experiments)
     _add_table_commands(commands)
+    add_serve_parser(commands)
     return parser
 
 

@@ -18,7 +18,7 @@ Errors answer ``{"detail": "..."}``, never a partial answer: 400 body is not JSO
 row count over the limit, 422 invalid instances, 502 upstream unreachable or answering
 something other than probabilities for every row, 504 upstream slower than the timeout.
 ``GET /healthz`` describes the eraser; ``GET /healthz?upstream=true`` also sends the upstream
-a one-row probe. FastAPI, httpx and uvicorn are imported only when an app is built, so the
+a one-row probe. FastAPI, aiohttp and uvicorn are imported only when an app is built, so the
 command line loads without the ``serve`` extra.
 """
 
@@ -28,9 +28,8 @@ import json
 import logging
 import os
 import socket
-import ssl
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,7 +43,7 @@ from ruleeraser.eraser import Eraser
 from ruleeraser.remove import remove_log
 
 if TYPE_CHECKING:
-    import httpx
+    import aiohttp
     from fastapi import FastAPI
 
 DEFAULT_TIMEOUT = 10.0
@@ -86,61 +85,48 @@ def _validation_detail(errors: list[dict[str, Any]], shown: int = 5) -> str:
     return "invalid request: " + "; ".join(parts) + more
 
 
-class _Clients:
-    """httpx clients to the upstream, one keep-alive connection and one request at a time each.
+class _Upstream:
+    """An aiohttp session to the upstream, opened on first use in the serving event loop.
 
-    httpcore 1.0's shared pool spends O(connections^2) per request and hands one idle
-    connection to several waiting requests, which then retry (encode/httpcore#1035, #822): at
-    16 concurrent requests that costs milliseconds of CPU each. Idle clients wait in a LIFO
-    queue, so the warmest connections serve first; at most ``size`` are opened.
+    aiohttp's client costs about a quarter of httpx's CPU per request (measured with
+    ``benchmarks/proxy_overhead.py``), which matters because the proxy shares the cores with
+    the model. A session belongs to one event loop; a new loop (a test client) gets a new one.
     """
 
-    def __init__(self, size: int, timeout: float, transport: Any) -> None:
-        self.size, self.timeout, self.transport = size, timeout, transport
-        self.opened: list[httpx.AsyncClient] = []
-        self.idle: asyncio.LifoQueue[httpx.AsyncClient] = asyncio.LifoQueue()
-        self.ssl_context: ssl.SSLContext | None = None  # shared: each takes ~20 ms to load
+    def __init__(self, url: str, timeout: float, max_connections: int) -> None:
+        self.url, self.timeout, self.max_connections = url, timeout, max_connections
+        self.session: aiohttp.ClientSession | None = None
 
-    @asynccontextmanager
-    async def client(self) -> AsyncIterator["httpx.AsyncClient"]:
-        import httpx
+    async def post(self, body: bytes) -> tuple[int, bytes]:
+        """POST ``body`` as JSON; the status and the whole answer body."""
+        import aiohttp
 
-        if self.idle.empty() and len(self.opened) < self.size:
-            if self.transport is None and self.ssl_context is None:
-                self.ssl_context = httpx.create_ssl_context()
-            client = httpx.AsyncClient(
-                timeout=self.timeout,
-                limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-                transport=self.transport,
-                verify=self.ssl_context or True,
+        loop = asyncio.get_running_loop()
+        if self.session is None or self.session.closed or self.session._loop is not loop:
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_connections),
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                skip_auto_headers=("User-Agent",),
             )
-            self.opened.append(client)
-        else:
-            client = await self.idle.get()
-        try:
-            yield client
-        finally:
-            self.idle.put_nowait(client)
+        async with self.session.post(self.url, data=body, headers=_JSON) as answer:
+            return answer.status, await answer.read()
 
     async def aclose(self) -> None:
-        for client in self.opened:
-            await client.aclose()
+        if self.session is not None and not self.session.closed:
+            await self.session.close()
+        self.session = None
 
 
 class _Proxy:
     """What one app holds: the eraser, the limits, and the upstream clients."""
 
-    def __init__(
-        self, eraser: Eraser, upstream: "httpx.URL", timeout: float, max_rows: int
-    ) -> None:
+    def __init__(self, eraser: Eraser, upstream: _Upstream, max_rows: int) -> None:
         self.eraser = eraser
-        self.url = upstream
-        self.timeout = timeout
+        self.upstream = upstream
         self.max_rows = max_rows
         self.width = int(np.prod(eraser.input_shape_))
         self.classes = eraser.classes_.tolist()
         self.patches = [module.eval() for module in eraser.patches_]
-        self.clients: _Clients | None = None
 
     def rows(self, instances: list[list[float]]) -> np.ndarray:
         """The instances as an ``(n, width)`` array; 413 or 422 with the offending rows."""
@@ -186,31 +172,27 @@ class _Proxy:
 
     async def query(self, instances: list[list[float]]) -> np.ndarray:
         """The upstream's probabilities for ``instances``; 502 or 504 when it fails."""
-        import anyio
-        import httpx
+        import aiohttp
         from fastapi import HTTPException
 
-        assert self.clients is not None, "the app's lifespan has not started"
+        upstream = self.upstream
         try:
-            with anyio.fail_after(self.timeout):
-                async with self.clients.client() as client:
-                    answer = await client.post(
-                        self.url, content=_dumps({"instances": instances}), headers=_JSON
-                    )
-        except (TimeoutError, httpx.TimeoutException) as exc:
-            log.warning("upstream %s timed out: %r", self.url, exc)
-            raise HTTPException(504, f"upstream did not answer within {self.timeout:g} s") from None
-        except httpx.HTTPError as exc:
-            log.warning("upstream %s failed: %r", self.url, exc)
+            status, content = await upstream.post(_dumps({"instances": instances}))
+        except TimeoutError:
+            log.warning("upstream %s timed out", upstream.url)
+            raise HTTPException(
+                504, f"upstream did not answer within {upstream.timeout:g} s"
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            log.warning("upstream %s failed: %r", upstream.url, exc)
             raise HTTPException(
                 502, f"upstream unreachable ({type(exc).__name__}: {exc})"
             ) from None
-        if not answer.is_success:
-            raise HTTPException(
-                502, f"upstream answered HTTP {answer.status_code}: {answer.text[:200]!r}"
-            )
+        if not 200 <= status < 300:
+            text = content[:200].decode(errors="replace")
+            raise HTTPException(502, f"upstream answered HTTP {status}: {text!r}")
         try:
-            predictions = json.loads(answer.content)["predictions"]
+            predictions = json.loads(content)["predictions"]
         except ValueError:
             raise HTTPException(502, "upstream answer is not JSON") from None
         except (KeyError, TypeError):
@@ -297,27 +279,27 @@ def create_app(
     max_rows: int = DEFAULT_MAX_ROWS,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     max_connections: int = 100,
-    transport: "httpx.AsyncBaseTransport | None" = None,
 ) -> "FastAPI":
     """The fair proxy as a FastAPI app.
 
     ``eraser``: a fitted :class:`~ruleeraser.Eraser` or a directory saved by ``Eraser.save``.
     ``upstream``: the URL the model answers instances on. ``timeout``: seconds allowed for the
     whole upstream exchange, waiting for a free connection included. ``max_connections``: most
-    upstream connections open at once. ``transport``: an httpx transport for the upstream
-    clients (tests).
+    upstream connections open at once.
     """
-    import httpx
+    from urllib.parse import urlsplit
+
     from fastapi import FastAPI, HTTPException, Query, Request, Response
     from pydantic import ValidationError
 
     from ruleeraser import __version__
 
     try:
-        url = httpx.URL(upstream)
-    except httpx.InvalidURL:
-        url = None
-    if url is None or url.scheme not in ("http", "https") or not url.host:
+        url = urlsplit(upstream)
+        valid = url.scheme in ("http", "https") and bool(url.hostname) and url.port != 0
+    except ValueError:  # a port out of range, a malformed IPv6 host
+        valid = False
+    if not valid:
         raise ValueError(f"upstream must be an http(s) URL, got {upstream!r}")
     limits = {"timeout": timeout, "max_rows": max_rows, "max_body_bytes": max_body_bytes}
     for name, value in {**limits, "max_connections": max_connections}.items():
@@ -326,7 +308,7 @@ def create_app(
     if not isinstance(eraser, Eraser):
         eraser = Eraser.load(eraser, model=_no_model)
     eraser._check_fitted()
-    proxy = _Proxy(eraser, url, timeout, max_rows)
+    proxy = _Proxy(eraser, _Upstream(upstream, timeout, max_connections), max_rows)
     PredictRequest, request_schema, PredictResponse, ErrorResponse, Health = _schemas(
         proxy.width, max_rows
     )
@@ -340,12 +322,10 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        proxy.clients = _Clients(max_connections, timeout, transport)
         try:
             yield
         finally:
-            await proxy.clients.aclose()
-            proxy.clients = None
+            await proxy.upstream.aclose()
 
     app = FastAPI(
         title="rule-eraser fair proxy",
