@@ -15,6 +15,7 @@ from torch import nn
 from ruleeraser._data import n_rows, to_labels, to_tensor
 from ruleeraser.blackbox import Output, as_blackbox
 from ruleeraser.distill import EPS, Distillation, distill, log_proba
+from ruleeraser.nets import IMAGE_NETS, image_channels, image_net
 from ruleeraser.patch import MLP, FitReport, RuleMixture, fit_module
 from ruleeraser.remove import remove_log
 
@@ -33,9 +34,11 @@ class Eraser:
     Parameters
     ----------
     model: the deployed model; see :func:`ruleeraser.blackbox.as_blackbox`.
-    patch: ``"mlp"`` (a tabular MLP of ``hidden_sizes``), a ``torch.nn.Module`` (copied per
-        bias column) or a factory ``(n_inputs, n_outputs) -> nn.Module``. The patch outputs
-        k logits for ``rule="sample"``, one logit per bias value for ``rule="group"``.
+    patch: ``"mlp"`` (a tabular MLP of ``hidden_sizes``); for images ``X`` of shape
+        ``(n, C, H, W)``, ``"cnn"`` (:class:`ruleeraser.nets.SmallCNN`), ``"resnet18"`` or
+        ``"resnet34"`` (:mod:`ruleeraser.nets`); a ``torch.nn.Module`` (copied per bias
+        column) or a factory ``(n_inputs, n_outputs) -> nn.Module``. The patch outputs k
+        logits for ``rule="sample"``, one logit per bias value for ``rule="group"``.
     rule: ``"group"`` (default): the patch predicts p(b|x) and mixes the per-group rules;
         ``"sample"``: the paper's patch, trained on each sample's distilled rule. See
         :mod:`ruleeraser.patch`.
@@ -119,6 +122,9 @@ class Eraser:
         for name, values in [("y", y)] + [(f"bias {c}", v) for c, v in columns.items()]:
             if len(values) != n:
                 raise ValueError(f"X has {n} rows but {name} has {len(values)}")
+        X_t = to_tensor(X)  # the patch's inputs, checked before the model is queried
+        if isinstance(self.patch, str) and self.patch in IMAGE_NETS:
+            image_channels(X_t.shape[1:], self.patch)
         self.blackbox_ = as_blackbox(self.model, output=self.output)
         before = self.blackbox_.n_queries
         proba = self.blackbox_(X)
@@ -129,7 +135,6 @@ class Eraser:
         if np.unique(y_idx).size < 2:
             raise ValueError("the calibration set has a single class; need at least two")
         log_out = log_proba(proba, self.eps)
-        X_t = to_tensor(X)
         self.input_shape_ = tuple(X_t.shape[1:])
         seed = (
             self.random_state
@@ -159,6 +164,10 @@ class Eraser:
         return self
 
     def _check_params(self) -> None:
+        if isinstance(self.patch, str) and self.patch not in ("mlp", *IMAGE_NETS):
+            raise ValueError(
+                f"unknown patch {self.patch!r}; use 'mlp', one of {IMAGE_NETS} or a torch module"
+            )
         if self.rule not in ("sample", "group"):
             raise ValueError(f"rule must be 'sample' or 'group', got {self.rule!r}")
         if not 0.0 < self.holdout < 1.0:
@@ -209,9 +218,9 @@ class Eraser:
     def _new_patch(self, X: torch.Tensor, n_out: int) -> nn.Module:
         n_in = int(np.prod(X.shape[1:]))
         if isinstance(self.patch, str):
-            if self.patch != "mlp":
-                raise ValueError(f"unknown patch {self.patch!r}; use 'mlp' or a torch module")
-            return MLP(n_in, n_out, self.hidden_sizes).set_scaling(X)
+            if self.patch == "mlp":
+                return MLP(n_in, n_out, self.hidden_sizes).set_scaling(X)
+            return image_net(self.patch, image_channels(X.shape[1:], self.patch), n_out)
         module = (
             copy.deepcopy(self.patch)
             if isinstance(self.patch, nn.Module)
@@ -270,10 +279,11 @@ class Eraser:
 
     @torch.no_grad()
     def _patch_log_proba(self, X_t: torch.Tensor) -> list[np.ndarray]:
+        chunk = 65536 if X_t.ndim == 2 else 512  # rows per forward pass; images weigh more
         outs = []
         for module in self.patches_:
             module.eval()
-            logits = torch.cat([module(x) for x in X_t.split(65536)])
+            logits = torch.cat([module(x) for x in X_t.split(chunk)])
             outs.append(torch.log_softmax(logits.double(), dim=1).numpy())
         return outs
 

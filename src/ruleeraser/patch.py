@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ruleeraser.nets import has_batchnorm, split_batches
+
 Loss = Literal["soft", "hard"]
 
 
@@ -126,12 +128,14 @@ def fit_module(
 
     ``heldout`` is a boolean mask of rows kept out of training; the weights of the epoch with
     the lowest held-out loss are restored. ``loss="soft"``: cross-entropy to soft labels
-    ``target`` ``(n, k)``; ``loss="hard"``: cross-entropy to class indices ``(n,)``.
+    ``target`` ``(n, k)``; ``loss="hard"``: cross-entropy to class indices ``(n,)``. For a
+    module with BatchNorm, a last mini-batch of one row is merged into the one before.
     """
     train_idx = torch.from_numpy(np.flatnonzero(~heldout))
     hold_idx = torch.from_numpy(np.flatnonzero(heldout))
     if len(train_idx) == 0 or len(hold_idx) == 0:
         raise ValueError("need at least one training and one held-out calibration row")
+    merge_single = has_batchnorm(module)
     optimiser = torch.optim.Adam(module.parameters(), lr=learning_rate, weight_decay=weight_decay)
     best = (float("inf"), 0, copy.deepcopy(module.state_dict()), float("nan"))
     bar = tqdm(range(1, max_epochs + 1), desc=description, disable=not progress, leave=False)
@@ -139,9 +143,8 @@ def fit_module(
     for epoch in bar:
         module.train()
         total, seen = 0.0, 0
-        for batch in train_idx[torch.randperm(len(train_idx), generator=generator)].split(
-            batch_size
-        ):
+        order = train_idx[torch.randperm(len(train_idx), generator=generator)]
+        for batch in split_batches(order, batch_size, merge_single=merge_single):
             optimiser.zero_grad()
             value = _loss(module(X[batch]), target[batch], loss)
             value.backward()

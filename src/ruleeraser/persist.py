@@ -2,8 +2,10 @@
 
 A directory holds ``eraser.json`` (parameters, classes, bias values, fit reports, and the
 input column names when the eraser was fitted on a DataFrame) and
-``patches.safetensors`` (each patch's state, keys prefixed ``patch{j}.``). Loading runs no
-code from the directory. The deployed model is not saved: it is passed again on load.
+``patches.safetensors`` (each patch's state, keys prefixed ``patch{j}.``, BatchNorm statistics
+included). The built-in patches (``"mlp"`` and the image nets of :mod:`ruleeraser.nets`) are
+rebuilt from the JSON configuration and input shape. Loading runs no code from the directory.
+The deployed model is not saved: it is passed again on load.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch import nn
 
 from ruleeraser.blackbox import as_blackbox
 from ruleeraser.eraser import Eraser
+from ruleeraser.nets import IMAGE_NETS, image_channels, image_net
 from ruleeraser.patch import MLP, FitReport, RuleMixture
 
 FORMAT = "rule-eraser/1"
@@ -81,6 +84,8 @@ def load_eraser(path: str | Path, model: Any, *, patch: nn.Module | None = None)
     config = json.loads((path / CONFIG).read_text())
     if config.get("format") != FORMAT:
         raise ValueError(f"{path / CONFIG} is not a {FORMAT} file: {config.get('format')!r}")
+    if config["patch"] not in ("mlp", "custom", *IMAGE_NETS):
+        raise ValueError(f"{path / CONFIG} names an unknown patch {config['patch']!r}")
     if config["patch"] == "custom" and patch is None:
         raise ValueError("this eraser was fitted with a custom patch: pass patch=<module>")
     params = config["params"]
@@ -116,5 +121,7 @@ def _skeleton(eraser: Eraser, patch: nn.Module | None, n_out: int) -> nn.Module:
     """An untrained patch of the saved architecture, to load weights into."""
     if patch is not None:
         return copy.deepcopy(patch)
+    if eraser.patch in IMAGE_NETS:
+        return image_net(eraser.patch, image_channels(eraser.input_shape_, eraser.patch), n_out)
     n_in = int(np.prod(eraser.input_shape_))
     return MLP(n_in, n_out, eraser.hidden_sizes)

@@ -1,0 +1,148 @@
+"""Image networks for patches and deployed models: a small CNN and CIFAR-style ResNets.
+
+Every net maps ``(n, C, H, W)`` float images (values in ``[0, 1]``) to logits and exposes its
+representation: ``forward(x) = head(embed(x))``, with ``embed(x)`` of shape ``(n, embed_dim)``.
+The convolutions are followed by BatchNorm, which needs more than one row per training batch:
+:func:`split_batches` keeps a lone last row out of a batch of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+#: Names of the image architectures :func:`image_net` builds.
+IMAGE_NETS = ("cnn", "resnet18", "resnet34")
+
+
+def _conv_bn(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out)]
+
+
+class SmallCNN(nn.Module):
+    """Three 3x3 conv + BatchNorm + ReLU blocks of ``width``, ``2 width``, ``4 width`` channels
+    (2x2 max-pooling after the first two), global average pooling and a linear head."""
+
+    def __init__(self, in_channels: int, n_outputs: int, width: int = 32) -> None:
+        super().__init__()
+        self.embed_dim = 4 * width
+        self.features = nn.Sequential(
+            *_conv_bn(in_channels, width),
+            nn.ReLU(),
+            nn.MaxPool2d(2, ceil_mode=True),
+            *_conv_bn(width, 2 * width),
+            nn.ReLU(),
+            nn.MaxPool2d(2, ceil_mode=True),
+            *_conv_bn(2 * width, 4 * width),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(self.embed_dim, n_outputs)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Representation h: the pooled features, ``(n, embed_dim)``."""
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv + BatchNorm layers with an identity (or 1x1 projection) shortcut."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            *_conv_bn(c_in, c_out, stride), nn.ReLU(), *_conv_bn(c_out, c_out)
+        )
+        self.shortcut = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """ResNet of :class:`BasicBlock` stages with CIFAR's stem (one 3x3 conv, no max-pool).
+
+    Stage ``s`` has ``layers[s]`` blocks of ``width * 2**s`` channels, stride 2 from the
+    second stage on; global average pooling and a linear head follow.
+    """
+
+    def __init__(
+        self, layers: Sequence[int], in_channels: int, n_outputs: int, width: int = 64
+    ) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = [*_conv_bn(in_channels, width), nn.ReLU()]
+        c_in = width
+        for s, n_blocks in enumerate(layers):
+            c_out = width * 2**s
+            for i in range(n_blocks):
+                blocks.append(BasicBlock(c_in, c_out, 2 if s > 0 and i == 0 else 1))
+                c_in = c_out
+        self.embed_dim = c_in
+        self.features = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(self.embed_dim, n_outputs)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Representation h: the pooled last-stage features, ``(n, embed_dim)``."""
+        return self.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+
+def resnet18(in_channels: int, n_outputs: int, width: int = 64) -> ResNet:
+    """ResNet-18 (stages of 2, 2, 2, 2 blocks); about 11.2M parameters at width 64."""
+    return ResNet([2, 2, 2, 2], in_channels, n_outputs, width)
+
+
+def resnet34(in_channels: int, n_outputs: int, width: int = 64) -> ResNet:
+    """ResNet-34 (stages of 3, 4, 6, 3 blocks)."""
+    return ResNet([3, 4, 6, 3], in_channels, n_outputs, width)
+
+
+def image_net(
+    name: str, in_channels: int, n_outputs: int, width: int | None = None
+) -> SmallCNN | ResNet:
+    """The image net ``name`` of :data:`IMAGE_NETS`; ``width=None``: the net's default."""
+    builders = {"cnn": SmallCNN, "resnet18": resnet18, "resnet34": resnet34}
+    if name not in builders:
+        raise ValueError(f"unknown image net {name!r}; expected one of {IMAGE_NETS}")
+    if width is None:
+        return builders[name](in_channels, n_outputs)
+    if width < 1:
+        raise ValueError(f"width must be a positive number of channels, got {width}")
+    return builders[name](in_channels, n_outputs, width)
+
+
+def image_channels(row_shape: Sequence[int], name: str) -> int:
+    """The channel count C of image rows of shape ``(C, H, W)``; ``ValueError`` otherwise."""
+    if len(row_shape) != 3:
+        raise ValueError(
+            f"{name!r} needs image rows of shape (C, H, W), i.e. X of shape (n, C, H, W); "
+            f"got rows of shape {tuple(row_shape)}"
+        )
+    return int(row_shape[0])
+
+
+def has_batchnorm(module: nn.Module) -> bool:
+    """Whether ``module`` holds a BatchNorm layer."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+
+
+def split_batches(
+    order: torch.Tensor, batch_size: int, *, merge_single: bool
+) -> tuple[torch.Tensor, ...]:
+    """``order`` in mini-batches of ``batch_size``; with ``merge_single``, a last batch of one
+    row joins the one before (BatchNorm's training statistics need more than one row)."""
+    parts = order.split(batch_size)
+    if merge_single and len(parts) > 1 and len(parts[-1]) == 1:
+        parts = (*parts[:-2], torch.cat(parts[-2:]))
+    return parts
