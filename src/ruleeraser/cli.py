@@ -401,19 +401,13 @@ def _add_table_commands(commands: Any) -> None:
         help="share of the calibration rows held out for early stopping (default 0.2)",
     )  # fmt: skip
     fit.add_argument(
-        "--max-epochs",
-        type=int,
-        default=200,
-        metavar="N",
+        "--max-epochs", type=int, default=200, metavar="N",
         help="most training epochs per patch (default 200)",
-    )
+    )  # fmt: skip
     fit.add_argument(
-        "--random-state",
-        type=int,
-        default=0,
-        metavar="SEED",
+        "--random-state", type=int, default=0, metavar="SEED",
         help="seed of the patches' training (default 0)",
-    )
+    )  # fmt: skip
     fit.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_model_options(fit)
     fit.set_defaults(run=_fit)
@@ -427,7 +421,6 @@ def _add_table_commands(commands: Any) -> None:
             "chunk by chunk."
         ),
     )
-    predict.add_argument("--eraser", required=True, metavar="DIR", help="a fitted eraser")
     predict.add_argument("--data", required=True, metavar="FILE", help="a .csv or .parquet table")
     predict.add_argument("--out", required=True, metavar="FILE", help="output .csv or .parquet")
     predict.add_argument(
@@ -451,7 +444,6 @@ def _add_table_commands(commands: Any) -> None:
             "(EqualOdds). Prints the report and writes report.md, report.json and groups.png."
         ),
     )
-    evaluate.add_argument("--eraser", required=True, metavar="DIR", help="a fitted eraser")
     evaluate.add_argument("--data", required=True, metavar="FILE", help="a labelled table")
     evaluate.add_argument("--target", required=True, metavar="COL", help="the true label column")
     evaluate.add_argument(
@@ -468,6 +460,7 @@ def _add_table_commands(commands: Any) -> None:
 
 
 def _add_stream_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--eraser", required=True, metavar="DIR", help="a fitted eraser")
     parser.add_argument(
         "--features", nargs="+", metavar="COL",
         help="the model's input columns, only for an eraser saved without them (fitted on "
@@ -483,6 +476,8 @@ def _add_stream_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from ruleeraser import __version__
     from ruleeraser.experiments.frontier import add_frontier_parser
+    from ruleeraser.experiments.table1 import add_table1_parser
+    from ruleeraser.experiments.table3 import add_table3_parser
     from ruleeraser.experiments.table4 import add_table4_parser
     from ruleeraser.serve import add_serve_parser
 
@@ -522,6 +517,8 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     t2.add_argument("--quiet", action="store_true", help="no progress bar")
     t2.set_defaults(run=_reproduce_table2)
+    add_table1_parser(experiments)
+    add_table3_parser(experiments)
     add_table4_parser(experiments)
     add_frontier_parser(experiments)
     _add_table_commands(commands)

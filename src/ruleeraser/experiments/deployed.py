@@ -1,7 +1,9 @@
 """Deployed models of the paper's Table II: vanilla, AdvDebias, ConDebias and unfair.
 
-Each recipe trains a small tabular MLP (:class:`TabularNet`); afterwards the model is a black
-box whose only output is the softmax of its target logits (:func:`predict_proba`).
+Each recipe trains a backbone with a representation h and a target head: a small tabular MLP
+(:class:`TabularNet`) or, for images ``(n, C, H, W)``, a net of :mod:`ruleeraser.nets`
+(``cnn``, ``resnet18``, ``resnet34``). Afterwards the model is a black box whose only output is
+the softmax of its target logits (:func:`predict_proba`).
 
 * ``vanilla``: cross-entropy on the target y.
 * ``advdebias``: adversarial removal of the bias b from the representation (Wang et al. 2019,
@@ -25,7 +27,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ruleeraser._data import n_rows
+from ruleeraser.nets import IMAGE_NETS, image_channels, image_net, split_batches
+
 RECIPES = ("vanilla", "advdebias", "condebias", "unfair")
+
+#: Backbones of the deployed models: the tabular MLP and the image nets.
+BACKBONES = ("mlp", *IMAGE_NETS)
 
 #: Default weight of the recipe's extra loss term (unused by ``vanilla``).
 DEFAULT_WEIGHTS = {"vanilla": 0.0, "advdebias": 1.0, "condebias": 3.0, "unfair": 1.0}
@@ -44,6 +52,7 @@ class TabularNet(nn.Module):
 
     def __init__(self, d_in: int, n_classes: int = 2, hidden: int = 64, dropout: float = 0.0):
         super().__init__()
+        self.embed_dim = hidden
         self.register_buffer("loc", torch.zeros(d_in))
         self.register_buffer("scale", torch.ones(d_in))
         self.encoder = nn.Sequential(
@@ -116,11 +125,13 @@ def _ganin_ramp(progress: float) -> float:
     return 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0
 
 
-def _aux_module(recipe: str, hidden: int, n_bias: int) -> nn.Module | None:
+def _aux_module(recipe: str, embed_dim: int, n_bias: int) -> nn.Module | None:
     if recipe == "advdebias":  # an MLP adversary, stronger than a linear probe
-        return nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, n_bias))
+        return nn.Sequential(
+            nn.Linear(embed_dim, embed_dim), nn.ReLU(), nn.Linear(embed_dim, n_bias)
+        )
     if recipe == "unfair":  # bias head of the multi-task model
-        return nn.Linear(hidden, n_bias)
+        return nn.Linear(embed_dim, n_bias)
     return None
 
 
@@ -131,32 +142,46 @@ def train_deployed(
     bias: np.ndarray,
     *,
     seed: int,
+    backbone: str = "mlp",
     epochs: int = 30,
     hidden: int = 64,
+    width: int | None = None,
     lr: float = 1e-3,
     batch_size: int = 256,
     weight: float | None = None,
     dropout: float = 0.0,
     balance_classes: bool = True,
+    sigmoid: bool = False,
     progress: bool = False,
-) -> TabularNet:
+) -> nn.Module:
     """Train a deployed model with one of :data:`RECIPES`; return it in eval mode.
 
+    ``backbone``: ``"mlp"`` (:class:`TabularNet` of ``hidden`` units and ``dropout``, for
+    ``(n, d)`` features) or an image net of :data:`ruleeraser.nets.IMAGE_NETS` of ``width``
+    channels (None: the net's default), for ``(n, C, H, W)`` images. Images are converted to a
+    tensor one mini-batch at a time, so ``X`` may be a numpy memmap larger than memory.
     ``weight`` scales the recipe's extra term (``DEFAULT_WEIGHTS[recipe]`` when None): the
     final gradient reversal strength (advdebias), the FSCL weight (condebias) or the bias-task
     weight (unfair). ``balance_classes`` weights the target cross-entropy by inverse class
     frequency (without it LSAC, 89% positive, gives near-constant models). Mini-batch Adam
     for a fixed number of epochs; deterministic on CPU for a given ``seed``, without touching
-    the global torch RNG state.
+    the global torch RNG state. ``sigmoid``: a binary model with one output logit trained with
+    (class-balanced) binary cross-entropy, the twin of the two-logit softmax model (Fig. 10).
     """
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; expected one of {RECIPES}")
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; expected one of {BACKBONES}")
     weight = DEFAULT_WEIGHTS[recipe] if weight is None else weight
-    xt = torch.as_tensor(np.asarray(X, dtype=np.float32))
     yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
     bt = torch.as_tensor(np.asarray(bias), dtype=torch.long)
-    n = len(xt)
+    n = len(yt)
+    if n_rows(X) != n or len(bt) != n:
+        raise ValueError(f"X has {n_rows(X)} rows, y {n} and bias {len(bt)}")
+    X = _training_inputs(X, backbone, width, dropout)
     n_classes = max(int(yt.max()) + 1, 2)
+    if sigmoid and n_classes != 2:
+        raise ValueError(f"a sigmoid model has a binary target; y has {n_classes} classes")
     n_bias = max(int(bt.max()) + 1, 2)
     n_steps = epochs * math.ceil(n / batch_size)
     class_weight = None
@@ -166,20 +191,18 @@ def train_deployed(
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = TabularNet(xt.shape[1], n_classes, hidden, dropout)
-        model.loc.copy_(xt.mean(0))
-        std = xt.std(0)
-        model.scale.copy_(torch.where(std > 1e-8, std, torch.ones_like(std)))
-        aux = _aux_module(recipe, hidden, n_bias)
+        model = _new_backbone(backbone, X, 1 if sigmoid else n_classes, hidden, width, dropout)
+        aux = _aux_module(recipe, model.embed_dim, n_bias)
         params = list(model.parameters()) + (list(aux.parameters()) if aux is not None else [])
         opt = torch.optim.Adam(params, lr=lr)
         gen = torch.Generator().manual_seed(seed)
         model.train()
         step = 0
         for _ in tqdm(range(epochs), desc=f"train {recipe}", disable=not progress):
-            for idx in torch.randperm(n, generator=gen).split(batch_size):
-                h = model.embed(xt[idx])
-                loss = F.cross_entropy(model.head(h), yt[idx], weight=class_weight)
+            order = torch.randperm(n, generator=gen)
+            for idx in split_batches(order, batch_size, merge_single=backbone != "mlp"):
+                h = model.embed(_rows(X, idx.numpy()))
+                loss = _target_loss(model.head(h), yt[idx], class_weight)
                 if recipe == "advdebias":
                     strength = weight * _ganin_ramp(step / n_steps)
                     loss = loss + F.cross_entropy(aux(grad_reverse(h, strength)), bt[idx])
@@ -194,9 +217,62 @@ def train_deployed(
     return model.eval()
 
 
+def _target_loss(
+    logits: torch.Tensor, y: torch.Tensor, weight: torch.Tensor | None
+) -> torch.Tensor:
+    """Cross-entropy of the target head: softmax over k logits, or sigmoid of one logit."""
+    if logits.shape[1] > 1:
+        return F.cross_entropy(logits, y, weight=weight)
+    per_row = None if weight is None else weight[y]
+    return F.binary_cross_entropy_with_logits(logits[:, 0], y.float(), weight=per_row)
+
+
+def _training_inputs(X: np.ndarray, backbone: str, width: int | None, dropout: float) -> np.ndarray:
+    """Tabular features as one float32 array; images left as they are (read per batch)."""
+    if backbone == "mlp":
+        if width is not None:
+            raise ValueError("width sets the channels of an image backbone; the mlp uses hidden")
+        return np.asarray(X, dtype=np.float32)
+    if dropout:
+        raise ValueError(f"dropout applies to the mlp backbone only, not {backbone!r}")
+    X = X if isinstance(X, np.ndarray) else np.asarray(X)
+    image_channels(X.shape[1:], backbone)
+    return X
+
+
+def _new_backbone(
+    backbone: str, X: np.ndarray, n_classes: int, hidden: int, width: int | None, dropout: float
+) -> nn.Module:
+    if backbone != "mlp":
+        return image_net(backbone, X.shape[1], n_classes, width)
+    xt = torch.as_tensor(X)
+    model = TabularNet(xt.shape[1], n_classes, hidden, dropout)
+    model.loc.copy_(xt.mean(0))
+    std = xt.std(0)
+    model.scale.copy_(torch.where(std > 1e-8, std, torch.ones_like(std)))
+    return model
+
+
+def _rows(X: np.ndarray, index: np.ndarray | slice) -> torch.Tensor:
+    """Rows ``index`` of ``X`` as a float32 tensor; only these rows are read and converted."""
+    return torch.from_numpy(np.require(X[index], dtype=np.float32, requirements="W"))
+
+
 @torch.no_grad()
-def predict_proba(model: nn.Module, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """Softmax probabilities of the model's logits, float64 of shape (n, k)."""
-    xt = torch.as_tensor(np.asarray(X, dtype=np.float32))
-    out = [torch.softmax(model(chunk).double(), dim=1) for chunk in xt.split(batch_size)]
+def predict_proba(model: nn.Module, X: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    """Softmax probabilities of the model's logits, float64 of shape (n, k); a one-logit
+    (sigmoid) model gives ``[1 - p, p]``.
+
+    ``X`` is converted to a tensor one chunk of ``batch_size`` rows at a time (None: 4096
+    rows of features, 256 images).
+    """
+    if batch_size is None:
+        batch_size = 4096 if np.ndim(X) == 2 else 256
+    n = n_rows(X)
+    out = []
+    for i in range(0, n, batch_size):
+        logits = model(_rows(X, slice(i, i + batch_size))).double()
+        if logits.shape[1] == 1:
+            logits = torch.cat([torch.zeros_like(logits), logits], dim=1)  # sigmoid = softmax
+        out.append(torch.softmax(logits, dim=1))
     return torch.cat(out).numpy()

@@ -1,10 +1,25 @@
-"""Write an experiment's rows as ``NAME.json`` and ``NAME.md``."""
+"""An experiment's rows: summaries over seeds, written as ``NAME.json`` and ``NAME.md``."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+
+import numpy as np
+
+
+def summarise(runs: list[dict[str, float]], metrics: Iterable[str]) -> dict[str, dict]:
+    """``{metric: {"mean", "std" (ddof 1; 0 for one run), "runs"}}`` over the runs (seeds)."""
+    out = {}
+    for metric in metrics:
+        values = np.array([run[metric] for run in runs])
+        out[metric] = {
+            "mean": float(values.mean()),
+            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+            "runs": values.tolist(),
+        }
+    return out
 
 
 def write_results(

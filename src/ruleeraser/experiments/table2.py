@@ -24,7 +24,7 @@ from ruleeraser.distill import log_proba
 from ruleeraser.eraser import Eraser
 from ruleeraser.experiments.datasets import load_dataset, split_dataset
 from ruleeraser.experiments.deployed import RECIPES, predict_proba, train_deployed
-from ruleeraser.experiments.results import write_results
+from ruleeraser.experiments.results import summarise, write_results
 from ruleeraser.meter import bias_meter
 from ruleeraser.metrics import group_accuracy
 from ruleeraser.remove import remove_log
@@ -104,13 +104,7 @@ def run_table2(
     rows = []
     for (name, recipe, method), runs in raw.items():
         row = {"dataset": name, "deployed": recipe, "method": method, "seeds": list(seeds)}
-        for metric in [m for m in runs[0] if m in METRICS or m.startswith("meter_")]:
-            values = np.array([r[metric] for r in runs])
-            row[metric] = {
-                "mean": float(values.mean()),
-                "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                "runs": values.tolist(),
-            }
+        row |= summarise(runs, [m for m in runs[0] if m in METRICS or m.startswith("meter_")])
         paper = PAPER.get((name, recipe), {}).get(method)
         row["paper"] = dict(zip(METRICS, paper, strict=True)) if paper else None
         rows.append(row)
