@@ -398,3 +398,12 @@ def test_serve_command_reports_a_missing_eraser(tmp_path, capsys):
     args = parser.parse_args(["serve", "--eraser", str(tmp_path), "--upstream", UPSTREAM])
     assert args.run(args) == 2
     assert "does not hold eraser.json" in capsys.readouterr().err
+
+
+def test_serve_is_a_ruleeraser_command(eraser_dir, capsys):
+    from ruleeraser.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--help"])
+    assert exit_.value.code == 0 and "--upstream" in capsys.readouterr().out
+    assert main(["serve", "--eraser", str(eraser_dir), "--upstream", "ftp://model"]) == 2
