@@ -58,5 +58,5 @@ def test_table3_measures_each_patch_and_both(monkeypatch):
         for m in table3.METHODS
     ]
     text = table3.to_markdown(rows)
-    assert text.count("\n| eraser-") == 3 and "cut (background / object)" in text
+    assert text.count("\n| eraser-") == 4 and "cut (background / object)" in text
     assert np.isfinite([summary[m]["avg_acc"] for m in table3.METHODS]).all()
