@@ -121,6 +121,9 @@ def test_bad_inputs_have_clear_errors(setup):
     fitted = Eraser(model, max_epochs=2, random_state=0).fit(Xc, yc, bias=bc)
     with pytest.raises(ValueError, match="rows of shape"):
         fitted.predict(Xc[:, :3])
+    overflowing = np.vstack([Xc[:1], np.full((1, Xc.shape[1]), 3e38)])  # finite, far out
+    with pytest.raises(ValueError, match="no finite output for 1 row.*the first is row 1"):
+        fitted.predict_proba(overflowing)
 
 
 def test_uniform_rule_leaves_predictions_unchanged(setup):

@@ -281,10 +281,18 @@ class Eraser:
     def _patch_log_proba(self, X_t: torch.Tensor) -> list[np.ndarray]:
         chunk = 65536 if X_t.ndim == 2 else 512  # rows per forward pass; images weigh more
         outs = []
-        for module in self.patches_:
+        for name, module in zip(self.bias_names_, self.patches_, strict=True):
             module.eval()
             logits = torch.cat([module(x) for x in X_t.split(chunk)])
-            outs.append(torch.log_softmax(logits.double(), dim=1).numpy())
+            out = torch.log_softmax(logits.double(), dim=1).numpy()
+            bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+            if bad.size:
+                raise ValueError(
+                    f"the patch of bias {name!r} has no finite output for {bad.size} row(s), "
+                    f"the first is row {bad[0]}: values not finite or far outside the "
+                    "calibration data"
+                )
+            outs.append(out)
         return outs
 
     def predict(self, X: Any) -> np.ndarray:
