@@ -266,6 +266,30 @@ def _attribute(name: str, valid: Sequence[str], dataset: str) -> str:
     raise ValueError(f"{dataset}: unknown attribute {name!r}; valid: {', '.join(valid)}")
 
 
+def _attribute_dataset(
+    paths: list[Path],
+    table: pd.DataFrame,
+    target: str,
+    bias: str,
+    size: int,
+    crop_fraction: float,
+    name: str,
+) -> ImageFolderDataset:
+    """Images with a binary target and bias read off attribute scores (present where > 0)."""
+    return ImageFolderDataset(
+        paths,
+        (table[target].to_numpy() > 0).astype(np.int64),
+        (table[bias].to_numpy() > 0).astype(np.int64),
+        target_name=target,
+        target_labels=_binary_labels(target),
+        bias_name=bias,
+        bias_labels=_binary_labels(bias),
+        size=size,
+        crop_fraction=crop_fraction,
+        name=name,
+    )
+
+
 def _binary_labels(attribute: str) -> list[str]:
     return ["female", "male"] if attribute == "Male" else [f"not {attribute}", attribute]
 
@@ -398,17 +422,9 @@ def load_celeba(
     filenames = table["filename"].tolist()
     table = table[_keep_present(images, filenames, attr_path.name, on_missing, "CelebA")]
     table = table.iloc[_sample(len(table), max_items, seed)]
-    return ImageFolderDataset(
-        [images / f for f in table["filename"]],
-        (table[target].to_numpy() > 0).astype(np.int64),
-        (table[bias].to_numpy() > 0).astype(np.int64),
-        target_name=target,
-        target_labels=_binary_labels(target),
-        bias_name=bias,
-        bias_labels=_binary_labels(bias),
-        size=size,
-        crop_fraction=crop_fraction,
-        name=f"celeba-{partition}",
+    paths = [images / f for f in table["filename"]]
+    return _attribute_dataset(
+        paths, table, target, bias, size, crop_fraction, f"celeba-{partition}"
     )
 
 
@@ -653,15 +669,5 @@ def load_lfw(
     table, names = table[keep], [n for n, k in zip(names, keep, strict=True) if k]
     rows = _sample(len(table), max_items, seed)
     table = table.iloc[rows]
-    return ImageFolderDataset(
-        [images / names[i] for i in rows],
-        (table[target].to_numpy() > 0).astype(np.int64),
-        (table[bias].to_numpy() > 0).astype(np.int64),
-        target_name=target,
-        target_labels=_binary_labels(target),
-        bias_name=bias,
-        bias_labels=_binary_labels(bias),
-        size=size,
-        crop_fraction=crop_fraction,
-        name="lfw",
-    )
+    paths = [images / names[i] for i in rows]
+    return _attribute_dataset(paths, table, target, bias, size, crop_fraction, "lfw")
