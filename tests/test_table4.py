@@ -172,9 +172,24 @@ def test_command_line_needs_no_bench_dependencies():
     """``ruleeraser --help`` builds these parsers: they must not import pandas or sklearn."""
     code = (
         "import sys; import ruleeraser.experiments.table4, ruleeraser.experiments.frontier; "
+        "import ruleeraser.experiments.table1, ruleeraser.experiments.table3; "
         "print(sorted(m for m in ('pandas', 'sklearn', 'fairlearn', 'matplotlib') "
         "if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
-    assert set(table4.DATASETS) == {"compas", "lsac", *TASKS}
+    assert set(table4.DATASETS) == {"compas", "lsac", *TASKS, "coloured-mnist"}
+
+
+def test_every_method_runs_on_coloured_mnist(monkeypatch):
+    from ruleeraser.experiments import table1
+    from ruleeraser.experiments.coloured_mnist import coloured_mnist
+
+    monkeypatch.setitem(table1.IMAGE_TRAINING, "epochs", 1)
+    monkeypatch.setitem(table1.IMAGE_PATCH, "max_epochs", 2)
+    splits = coloured_mnist(alignment=0.95, seed=0, n_per_class=30).splits
+    summary = table4.run_one(splits, 0)
+    assert set(summary) == {"none", "eraser", *BASELINES}
+    assert summary["equalodds"] is None and summary["calequalodds"] is None  # binary only
+    for method in ("eraser", "faap", "repro", "care", "dfr"):
+        assert 0 <= summary[method]["avg_acc"] <= 100 and summary[method]["fit_s"] > 0

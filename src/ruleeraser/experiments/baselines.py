@@ -1,6 +1,6 @@
 """Post-training debiasing baselines of the paper's Table IV, "under laboratory conditions".
 
-Each method gets what it needs (the paper, Sec. V-D): the deployed :class:`TabularNet`
+Each method gets what it needs (the paper, Sec. V-D): the deployed model (a tabular or image net)
 (weights, gradients, its representation ``embed(x)`` and target layer ``head``) and the
 calibration set with its bias labels, the same rows the Eraser is fitted on. Every
 ``fit_*(model, X, y, bias, *, seed)`` (``y`` and ``bias`` as class indices) returns a
@@ -37,7 +37,7 @@ from sklearn.base import BaseEstimator
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
-from ruleeraser.experiments.deployed import TabularNet, predict_proba
+from ruleeraser.experiments.deployed import predict_proba
 from ruleeraser.metrics import group_accuracy
 
 __all__ = [
@@ -53,6 +53,11 @@ __all__ = [
     "fit_faap",
     "fit_repro",
 ]
+
+
+#: A deployed model of :mod:`ruleeraser.experiments.deployed`: a :class:`TabularNet` or an
+#: image net of :mod:`ruleeraser.nets`, both with ``embed(x)`` and a linear ``head``.
+Deployed = nn.Module
 
 
 class NotApplicableError(ValueError):
@@ -77,7 +82,7 @@ def _tensor(X: Any) -> torch.Tensor:
     return torch.as_tensor(np.asarray(X, dtype=np.float32))
 
 
-def _frozen(model: TabularNet) -> TabularNet:
+def _frozen(model: Deployed) -> Deployed:
     """A copy of the deployed model in eval mode with no trainable parameter."""
     clone = copy.deepcopy(model).eval()
     clone.requires_grad_(False)
@@ -90,7 +95,7 @@ def _class_weight(y: torch.Tensor, k: int) -> torch.Tensor:
     return torch.where(counts > 0, len(y) / (k * counts), torch.zeros_like(counts))
 
 
-def _binary_scores(model: TabularNet, X: np.ndarray, method: str) -> np.ndarray:
+def _binary_scores(model: Deployed, X: np.ndarray, method: str) -> np.ndarray:
     proba = predict_proba(model, X)
     if proba.shape[1] != 2:
         raise NotApplicableError(
@@ -137,7 +142,7 @@ class _ModelScores(BaseEstimator):
     """The deployed model as a prefitted scikit-learn classifier with float64 probabilities
     (fairlearn 0.15 with pandas 3 fails on float32)."""
 
-    def __init__(self, model: TabularNet) -> None:
+    def __init__(self, model: Deployed) -> None:
         self.model = model
 
     def fit(self, X: Any, y: Any) -> _ModelScores:
@@ -165,7 +170,7 @@ class EqualoddsPredictor:
 
 
 def fit_equalodds(
-    model: TabularNet, X: np.ndarray, y: np.ndarray, bias: np.ndarray, *, seed: int
+    model: Deployed, X: np.ndarray, y: np.ndarray, bias: np.ndarray, *, seed: int
 ) -> EqualoddsPredictor:
     """Equalized-odds post-processing (Hardt et al. 2016) on the calibration set.
 
@@ -255,7 +260,7 @@ class CalEqualoddsPredictor:
     """The deployed model's score, randomised per bias group by :class:`CalibratedEqualodds`
     and thresholded at 1/2 (the deployed model's own decision rule)."""
 
-    model: TabularNet
+    model: Deployed
     post: CalibratedEqualodds
     seed: int
     needs_test_bias: ClassVar[bool] = True
@@ -278,7 +283,7 @@ def _selection_loss(pred: np.ndarray, y: np.ndarray, bias: np.ndarray) -> float:
 
 
 def fit_calequalodds(
-    model: TabularNet,
+    model: Deployed,
     X: np.ndarray,
     y: np.ndarray,
     bias: np.ndarray,
@@ -309,31 +314,41 @@ def fit_calequalodds(
 # ----------------------------------------------------------------- FAAP and Repro
 
 
-class _Perturbation(nn.Module):
-    """FAAP's generator: ``x + epsilon * tanh(MLP(z)) * scale``, z the model's standardised
-    input, so the perturbation is at most ``epsilon`` standard deviations per feature."""
+def _input_scale(model: nn.Module, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature location and scale of the model's inputs: a tabular model's own
+    standardisation, else (images) the calibration inputs' per-pixel mean and std."""
+    if hasattr(model, "loc") and hasattr(model, "scale"):
+        return model.loc.clone(), model.scale.clone()
+    return X.mean(0), X.std(0).clamp_min(1e-3)
 
-    def __init__(self, model: TabularNet, hidden: int, epsilon: float) -> None:
+
+class _Perturbation(nn.Module):
+    """FAAP's generator: ``x + epsilon * tanh(MLP(z)) * scale``, z the standardised input
+    (flattened for images), so the perturbation is at most ``epsilon`` standard deviations
+    per feature or pixel."""
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, hidden: int, epsilon: float):
         super().__init__()
-        d = model.loc.numel()
-        self.register_buffer("loc", model.loc.clone())
-        self.register_buffer("scale", model.scale.clone())
+        d = loc.numel()
+        self.register_buffer("loc", loc)
+        self.register_buffer("scale", scale)
         self.epsilon = epsilon
         self.net = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, d))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = (x - self.loc) / self.scale
-        return x + self.epsilon * torch.tanh(self.net(z)) * self.scale
+        z = ((x - self.loc) / self.scale).flatten(1)
+        delta = torch.tanh(self.net(z)).reshape(x.shape)
+        return x + self.epsilon * delta * self.scale
 
 
 class _Trigger(nn.Module):
-    """Repro's universal trigger for tables: one learned vector added to every input, in
-    units of the model's feature standard deviations (the tabular analogue of padding)."""
+    """Repro's universal trigger: one learned pattern added to every input (a feature vector
+    for tables, an image for images), in units of the inputs' standard deviations."""
 
-    def __init__(self, model: TabularNet) -> None:
+    def __init__(self, scale: torch.Tensor) -> None:
         super().__init__()
-        self.register_buffer("scale", model.scale.clone())
-        self.theta = nn.Parameter(torch.zeros_like(model.scale))
+        self.register_buffer("scale", scale)
+        self.theta = nn.Parameter(torch.zeros_like(scale))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.theta * self.scale
@@ -343,7 +358,7 @@ class _Trigger(nn.Module):
 class PerturbedPredictor:
     """The frozen deployed model on perturbed inputs ``model(transform(x))``."""
 
-    model: TabularNet
+    model: Deployed
     transform: nn.Module
     needs_test_bias: ClassVar[bool] = False
 
@@ -357,7 +372,7 @@ def _mlp(d_in: int, hidden: int, d_out: int) -> nn.Module:
 
 
 def fit_faap(
-    model: TabularNet,
+    model: Deployed,
     X: np.ndarray,
     y: np.ndarray,
     bias: np.ndarray,
@@ -386,7 +401,7 @@ def fit_faap(
     weight = _class_weight(yt, k)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        gen = _Perturbation(frozen, hidden, epsilon)
+        gen = _Perturbation(*_input_scale(frozen, xt), hidden, epsilon)
         disc = _mlp(frozen.head.in_features, hidden, max(m, 2))
         opt_g = torch.optim.Adam(gen.parameters(), lr=lr)
         opt_d = torch.optim.Adam(disc.parameters(), lr=lr / 5, weight_decay=1e-4)
@@ -409,7 +424,7 @@ def fit_faap(
 
 
 def fit_repro(
-    model: TabularNet,
+    model: Deployed,
     X: np.ndarray,
     y: np.ndarray,
     bias: np.ndarray,
@@ -436,7 +451,7 @@ def fit_repro(
     onehot = F.one_hot(yt, k).float()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        trigger = _Trigger(frozen)
+        trigger = _Trigger(_input_scale(frozen, xt)[1])
         adversary = _mlp(2 * k, hidden, max(m, 2))
         opt_t = torch.optim.Adam(trigger.parameters(), lr=lr)
         opt_a = torch.optim.Adam(adversary.parameters(), lr=1e-3)
@@ -455,7 +470,8 @@ def fit_repro(
                 pred_loss.backward()
                 g_pred = trigger.theta.grad
                 unit = g_adv / (g_adv.norm() + 1e-12)
-                trigger.theta.grad = g_pred - (g_pred @ unit) * unit - lam * g_adv
+                along = g_pred.flatten() @ unit.flatten()
+                trigger.theta.grad = g_pred - along * unit - lam * g_adv
                 opt_t.step()
                 opt_a.step()
     return PerturbedPredictor(frozen, trigger.eval())
@@ -468,7 +484,7 @@ def fit_repro(
 class RepairedPredictor:
     """A repaired copy of the deployed model (its weights changed)."""
 
-    model: TabularNet
+    model: Deployed
     needs_test_bias: ClassVar[bool] = False
 
     def predict(self, X: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
@@ -506,7 +522,7 @@ def _pso(
 
 
 def fit_care(
-    model: TabularNet,
+    model: Deployed,
     X: np.ndarray,
     y: np.ndarray,
     bias: np.ndarray,
@@ -584,7 +600,7 @@ def _stratified_halves(cells: np.ndarray, rng: np.random.Generator) -> np.ndarra
 
 
 def fit_dfr(
-    model: TabularNet,
+    model: Deployed,
     X: np.ndarray,
     y: np.ndarray,
     bias: np.ndarray,

@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -36,11 +36,13 @@ from tqdm.auto import tqdm
 
 from ruleeraser.distill import log_proba
 from ruleeraser.eraser import Eraser
-from ruleeraser.experiments.datasets import Splits
 from ruleeraser.experiments.deployed import RECIPES, predict_proba, train_deployed
 from ruleeraser.experiments.results import summarise, write_results
 from ruleeraser.metrics import group_accuracy
 from ruleeraser.remove import remove_log
+
+if TYPE_CHECKING:
+    from ruleeraser.experiments.datasets import Splits
 
 DATASETS = (
     "coloured-mnist",

@@ -7,7 +7,8 @@ deployed model, 1/6 is the calibration set, which every method gets with its bia
 fit each method and measure the test set. Rows: ``none`` (the deployed model), ``eraser``
 (the default Eraser, as in Table II) and one per baseline. Tasks: COMPAS and LSAC (bias
 race), and the CelebA attribute tasks BigNose, Blonde and Attractive (bias gender, not an
-input) of :mod:`ruleeraser.experiments.celeba_attributes`.
+input) of :mod:`ruleeraser.experiments.celeba_attributes`; coloured MNIST (10 digits, 10
+background colours, 95% aligned in training) with the small CNN of Table I and a CNN patch.
 """
 
 from __future__ import annotations
@@ -31,10 +32,19 @@ from ruleeraser.metrics import group_accuracy
 if TYPE_CHECKING:
     from ruleeraser.experiments.baselines import Predictor
     from ruleeraser.experiments.datasets import Split, Splits, TabularDataset
-    from ruleeraser.experiments.deployed import TabularNet
 
 # Literal so that the command line can list them without importing pandas or scikit-learn.
-DATASETS = ("compas", "lsac", "celeba-bignose", "celeba-blonde", "celeba-attractive")
+DATASETS = (
+    "compas",
+    "lsac",
+    "celeba-bignose",
+    "celeba-blonde",
+    "celeba-attractive",
+    "coloured-mnist",
+)
+#: Training alignment of coloured MNIST here: at 0.99 the vanilla CNN learns only the colour
+#: (docs/table1.md) and every method is left at chance.
+CMNIST_ALIGNMENT = 0.95
 METRICS = ("avg_acc", "worst_acc", "model_bias")
 HIGHER_IS_BETTER = {"avg_acc": True, "worst_acc": True, "model_bias": False}
 
@@ -52,6 +62,7 @@ NAMES = {
     "celeba-bignose": "CelebA BigNose",
     "celeba-blonde": "CelebA Blonde",
     "celeba-attractive": "CelebA Attractive",
+    "coloured-mnist": "Coloured MNIST (95%)",
 }
 
 
@@ -83,7 +94,7 @@ class Fitted:
     fitting time.
     """
 
-    model: TabularNet
+    model: torch.nn.Module
     eraser: Eraser
     predictors: dict[str, Predictor | None]
     seconds: dict[str, float]
@@ -106,15 +117,20 @@ class Fitted:
 
 
 def fit_methods(splits: Splits, seed: int) -> Fitted:
-    """Train the vanilla deployed model, then fit the Eraser and every baseline on the
-    calibration split."""
+    """Train the vanilla deployed model (a CNN for images), then fit the Eraser and every
+    baseline on the calibration split."""
     from ruleeraser.experiments.baselines import BASELINES, NotApplicableError
     from ruleeraser.experiments.deployed import train_deployed
+    from ruleeraser.experiments.table1 import IMAGE_PATCH, IMAGE_TRAINING
 
     train, calib = splits.train, splits.calibration
-    model = train_deployed("vanilla", train.X, train.y, train.bias, seed=seed)
+    image = train.X.ndim == 4
+    model = train_deployed(
+        "vanilla", train.X, train.y, train.bias, seed=seed, **(IMAGE_TRAINING if image else {})
+    )
     start = time.perf_counter()
-    eraser = Eraser(model, random_state=seed).fit(calib.X, calib.y, bias=calib.bias)
+    eraser = Eraser(model, random_state=seed, **(IMAGE_PATCH if image else {}))
+    eraser.fit(calib.X, calib.y, bias=calib.bias)
     seconds = {"eraser": time.perf_counter() - start}
     predictors: dict[str, Predictor | None] = {}
     for name, (fit, _) in BASELINES.items():
@@ -166,12 +182,18 @@ def run_table4(
     raw: dict[tuple[str, str], list[dict[str, float] | None]] = {}
     bar = tqdm(total=len(datasets) * len(seeds), desc="table4", disable=not progress)
     for name in datasets:
-        data = load_task(name)
+        data = None if name == "coloured-mnist" else load_task(name)
         for seed in seeds:
             bar.set_postfix_str(f"{name} seed={seed}")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
-                summary = run_one(split_dataset(data, seed=seed), seed)
+                if data is None:
+                    from ruleeraser.experiments.table1 import load_splits
+
+                    splits = load_splits(name, seed, CMNIST_ALIGNMENT)
+                else:
+                    splits = split_dataset(data, seed=seed)
+                summary = run_one(splits, seed)
             for method, values in summary.items():
                 raw.setdefault((name, method), []).append(values)
             bar.update()
