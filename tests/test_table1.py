@@ -60,3 +60,15 @@ def test_table3_measures_each_patch_and_both(monkeypatch):
     text = table3.to_markdown(rows)
     assert text.count("\n| eraser-") == 4 and "cut (background / object)" in text
     assert np.isfinite([summary[m]["avg_acc"] for m in table3.METHODS]).all()
+
+
+def test_reproduce_table1_command_writes_json_and_markdown(tmp_path, capsys):
+    import json
+
+    from ruleeraser.cli import main
+
+    args = ["reproduce", "table1", "--datasets", "celeba-attractive", "--deployed", "vanilla"]
+    assert main([*args, "--seeds", "1", "--jobs", "1", "--out", str(tmp_path), "--quiet"]) == 0
+    rows = json.loads((tmp_path / "table1.json").read_text())
+    assert {r["method"] for r in rows} == {"none", "eraser", "oracle"}
+    assert (tmp_path / "table1.md").read_text() in capsys.readouterr().out

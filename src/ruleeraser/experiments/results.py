@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -31,3 +33,22 @@ def write_results(
     (out / f"{name}.json").write_text(json.dumps(rows, indent=2))
     (out / f"{name}.md").write_text(to_markdown(rows))
     return out / f"{name}.json", out / f"{name}.md"
+
+
+def run_and_write(
+    args: argparse.Namespace,
+    name: str,
+    run: Callable[[list[int]], list[dict]],
+    to_markdown: Callable[[list[dict]], str],
+    workers: str,
+) -> int:
+    """Command-line body of ``ruleeraser reproduce NAME``: run the seeds ``--seed0`` ..
+    ``--seed0 + --seeds - 1``, print the Markdown, write both files to ``--out``."""
+    seeds = list(range(args.seed0, args.seed0 + args.seeds))
+    start = time.perf_counter()
+    rows = run(seeds)
+    elapsed = time.perf_counter() - start
+    print(to_markdown(rows))
+    json_path, md_path = write_results(rows, args.out, name, to_markdown)
+    print(f"wrote {json_path} and {md_path} ({elapsed:.0f} s, {workers})")
+    return 0

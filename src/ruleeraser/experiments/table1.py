@@ -23,11 +23,9 @@ Jobs (one per task and seed) run in ``jobs`` processes of one torch thread each.
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,7 +35,7 @@ from tqdm.auto import tqdm
 from ruleeraser.distill import log_proba
 from ruleeraser.eraser import Eraser
 from ruleeraser.experiments.deployed import RECIPES, predict_proba, train_deployed
-from ruleeraser.experiments.results import summarise, write_results
+from ruleeraser.experiments.results import run_and_write, summarise
 from ruleeraser.metrics import group_accuracy
 from ruleeraser.remove import remove_log
 
@@ -202,27 +200,18 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(rows: list[dict], out: str | Path) -> tuple[Path, Path]:
-    """Write ``table1.json`` and ``table1.md`` to ``out``."""
-    return write_results(rows, out, "table1", to_markdown)
-
-
 def _run(args: argparse.Namespace) -> int:
-    seeds = list(range(args.seed0, args.seed0 + args.seeds))
-    start = time.perf_counter()
-    rows = run_table1(
-        seeds,
-        datasets=args.datasets,
-        recipes=args.deployed,
-        alignment=args.alignment,
-        jobs=args.jobs,
-        progress=not args.quiet,
-    )
-    elapsed = time.perf_counter() - start
-    print(to_markdown(rows))
-    json_path, md_path = write(rows, args.out)
-    print(f"wrote {json_path} and {md_path} ({elapsed:.0f} s, {args.jobs} process(es))")
-    return 0
+    def run(seeds: list[int]) -> list[dict]:
+        return run_table1(
+            seeds,
+            datasets=args.datasets,
+            recipes=args.deployed,
+            alignment=args.alignment,
+            jobs=args.jobs,
+            progress=not args.quiet,
+        )
+
+    return run_and_write(args, "table1", run, to_markdown, f"{args.jobs} process(es)")
 
 
 def add_table1_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -24,7 +23,7 @@ from ruleeraser.distill import log_proba
 from ruleeraser.eraser import Eraser
 from ruleeraser.experiments.datasets import load_dataset, split_dataset
 from ruleeraser.experiments.deployed import RECIPES, predict_proba, train_deployed
-from ruleeraser.experiments.results import summarise, write_results
+from ruleeraser.experiments.results import summarise
 from ruleeraser.meter import bias_meter
 from ruleeraser.metrics import group_accuracy
 from ruleeraser.remove import remove_log
@@ -159,8 +158,3 @@ def to_markdown(rows: list[dict]) -> str:
             + ", ".join(f"{k.removeprefix('meter_')} {v:.2f}" for k, v in agreement.items()),
         ]
     return "\n".join(lines) + "\n"
-
-
-def write(rows: list[dict], out: str | Path) -> tuple[Path, Path]:
-    """Write ``table2.json`` and ``table2.md`` to ``out``."""
-    return write_results(rows, out, "table2", to_markdown)

@@ -16,11 +16,9 @@ over the (target, background, object) groups.
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,7 +27,7 @@ from tqdm.auto import tqdm
 from ruleeraser.distill import log_proba
 from ruleeraser.eraser import Eraser
 from ruleeraser.experiments.deployed import predict_proba, train_deployed
-from ruleeraser.experiments.results import summarise, write_results
+from ruleeraser.experiments.results import run_and_write, summarise
 from ruleeraser.experiments.table1 import IMAGE_PATCH, IMAGE_TRAINING, add_image_options
 from ruleeraser.metrics import group_accuracy
 from ruleeraser.remove import remove_log
@@ -137,20 +135,11 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(rows: list[dict], out: str | Path) -> tuple[Path, Path]:
-    """Write ``table3.json`` and ``table3.md`` to ``out``."""
-    return write_results(rows, out, "table3", to_markdown)
-
-
 def _run(args: argparse.Namespace) -> int:
-    seeds = list(range(args.seed0, args.seed0 + args.seeds))
-    start = time.perf_counter()
-    rows = run_table3(seeds, alignment=args.alignment, jobs=args.jobs, progress=not args.quiet)
-    elapsed = time.perf_counter() - start
-    print(to_markdown(rows))
-    json_path, md_path = write(rows, args.out)
-    print(f"wrote {json_path} and {md_path} ({elapsed:.0f} s, {args.jobs} process(es))")
-    return 0
+    def run(seeds: list[int]) -> list[dict]:
+        return run_table3(seeds, alignment=args.alignment, jobs=args.jobs, progress=not args.quiet)
+
+    return run_and_write(args, "table3", run, to_markdown, f"{args.jobs} process(es)")
 
 
 def add_table3_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -18,7 +18,6 @@ import time
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ruleeraser.eraser import Eraser
-from ruleeraser.experiments.results import write_results
+from ruleeraser.experiments.results import run_and_write
 from ruleeraser.metrics import group_accuracy
 
 if TYPE_CHECKING:
@@ -289,21 +288,13 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(rows: list[dict], out: str | Path) -> tuple[Path, Path]:
-    """Write ``table4.json`` and ``table4.md`` to ``out``."""
-    return write_results(rows, out, "table4", to_markdown)
-
-
 def _run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
-    seeds = list(range(args.seed0, args.seed0 + args.seeds))
-    start = time.perf_counter()
-    rows = run_table4(seeds, datasets=args.datasets, progress=not args.quiet)
-    elapsed = time.perf_counter() - start
-    print(to_markdown(rows))
-    json_path, md_path = write(rows, args.out)
-    print(f"wrote {json_path} and {md_path} ({elapsed:.0f} s, {torch.get_num_threads()} threads)")
-    return 0
+
+    def run(seeds: list[int]) -> list[dict]:
+        return run_table4(seeds, datasets=args.datasets, progress=not args.quiet)
+
+    return run_and_write(args, "table4", run, to_markdown, f"{args.threads} threads")
 
 
 def add_common_options(parser: argparse.ArgumentParser, out_help: str) -> None:
