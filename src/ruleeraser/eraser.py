@@ -288,7 +288,7 @@ class Eraser:
             bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
             if bad.size:
                 raise ValueError(
-                    f"the patch of bias {name!r} has no finite output for {bad.size} row(s), "
+                    f"the patch has no finite output for {bad.size} row(s) (bias {name!r}), "
                     f"the first is row {bad[0]}: values not finite or far outside the "
                     "calibration data"
                 )

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ruleeraser.blackbox import check_probabilities
 from ruleeraser.distill import log_proba
@@ -96,13 +95,15 @@ class _Upstream:
     def __init__(self, url: str, timeout: float, max_connections: int) -> None:
         self.url, self.timeout, self.max_connections = url, timeout, max_connections
         self.session: aiohttp.ClientSession | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # the session's
 
     async def post(self, body: bytes) -> tuple[int, bytes]:
         """POST ``body`` as JSON; the status and the whole answer body."""
         import aiohttp
 
         loop = asyncio.get_running_loop()
-        if self.session is None or self.session.closed or self.session._loop is not loop:
+        if self.session is None or self.session.closed or self.loop is not loop:
+            self.loop = loop
             self.session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.max_connections),
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
@@ -126,7 +127,6 @@ class _Proxy:
         self.max_rows = max_rows
         self.width = int(np.prod(eraser.input_shape_))
         self.classes = eraser.classes_.tolist()
-        self.patches = [module.eval() for module in eraser.patches_]
 
     def rows(self, instances: list[list[float]]) -> np.ndarray:
         """The instances as an ``(n, width)`` array; 413 or 422 with the offending rows."""
@@ -152,23 +152,15 @@ class _Proxy:
             f"with {len(instances[bad[0]])}",
         )
 
-    @torch.inference_mode()
     def patch_log_proba(self, X: np.ndarray) -> list[np.ndarray]:
-        """``log G_j(x)`` of each patch, as :meth:`Eraser.patch_log_proba` computes it (float32
-        inputs, float64 log-softmax) without its per-call overhead; 422 for rows where a patch
-        is not finite."""
+        """``log G_j(x)`` of each patch (:meth:`Eraser.patch_log_proba`); 422 for rows where a
+        patch has no finite output."""
         from fastapi import HTTPException
 
-        x = torch.from_numpy(X.astype(np.float32).reshape(len(X), *self.eraser.input_shape_))
-        log_g = [torch.log_softmax(m(x).double(), dim=1).numpy() for m in self.patches]
-        bad = np.flatnonzero(~np.all([np.isfinite(g).all(axis=1) for g in log_g], axis=0))
-        if bad.size:
-            raise HTTPException(
-                422,
-                f"the patch has no finite output for {bad.size} instance(s), the first is "
-                f"instances[{bad[0]}]: values too far outside the calibration data",
-            )
-        return log_g
+        try:
+            return self.eraser.patch_log_proba(X.reshape(len(X), *self.eraser.input_shape_))
+        except ValueError as exc:
+            raise HTTPException(422, str(exc)) from None
 
     async def query(self, instances: list[list[float]]) -> np.ndarray:
         """The upstream's probabilities for ``instances``; 502 or 504 when it fails."""

@@ -20,10 +20,9 @@ from ruleeraser.experiments.image_bias import (
     aligned_bias,
     check_alignment,
     every_bias,
-    load_mnist,
     make_dataset,
+    mnist_digits,
     split_pool,
-    subsample,
 )
 
 __all__ = ["COLOURS", "colour_backgrounds", "coloured_mnist"]
@@ -76,9 +75,7 @@ def coloured_mnist(
     """
     check_alignment(alignment)
     rng = np.random.default_rng(seed)
-    digits, labels = load_mnist(root)
-    keep = subsample(labels, n_per_class, rng)
-    digits, labels = digits[keep], labels[keep]
+    digits, labels, keep = mnist_digits(root, n_per_class, rng)
     n_colours = len(COLOURS)
     parts = {}
     for part, idx in split_pool(labels, rng, test_size=test_size).items():

@@ -33,11 +33,10 @@ from ruleeraser.experiments.image_bias import (
     aligned_bias,
     check_alignment,
     every_bias,
-    load_mnist,
     make_dataset,
+    mnist_digits,
     read_image_folder,
     split_pool,
-    subsample,
     to_rgb,
 )
 
@@ -223,11 +222,10 @@ def corrupted_mnist(
     """
     check_alignment(alignment)
     rng = np.random.default_rng(seed)
-    digits, labels = load_mnist(root)
-    keep = subsample(labels, n_per_class, rng)
+    digits, labels, keep = mnist_digits(root, n_per_class, rng)
     ds = corruption_bias(
-        to_rgb(digits[keep], 32),
-        labels[keep],
+        to_rgb(digits, 32),
+        labels,
         corruptions=corruptions,
         severity=severity,
         alignment=alignment,

@@ -33,6 +33,7 @@ __all__ = [
     "every_bias",
     "load_mnist",
     "make_dataset",
+    "mnist_digits",
     "read_idx",
     "read_image_folder",
     "split_pool",
@@ -262,6 +263,16 @@ def load_mnist(root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray]:
         images.append(X.astype(np.uint8))
         labels.append(y.astype(np.int64))
     return np.concatenate(images), np.concatenate(labels)
+
+
+def mnist_digits(
+    root: str | Path | None, n_per_class: int | None, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST from :func:`load_mnist`, ``n_per_class`` random digits of every class (all when
+    None): the digits, their labels and their positions in the loaded set."""
+    digits, labels = load_mnist(root)
+    keep = subsample(labels, n_per_class, rng)
+    return digits[keep], labels[keep], keep
 
 
 def read_image_folder(

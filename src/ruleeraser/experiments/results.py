@@ -11,17 +11,24 @@ from pathlib import Path
 import numpy as np
 
 
+def stat(values: Iterable[float]) -> dict:
+    """``{"mean", "std" (ddof 1; 0 for one value), "runs"}`` of one metric over seeds."""
+    arr = np.asarray(list(values), dtype=float)
+    return {
+        "mean": float(arr.mean()),
+        "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
+        "runs": arr.tolist(),
+    }
+
+
 def summarise(runs: list[dict[str, float]], metrics: Iterable[str]) -> dict[str, dict]:
-    """``{metric: {"mean", "std" (ddof 1; 0 for one run), "runs"}}`` over the runs (seeds)."""
-    out = {}
-    for metric in metrics:
-        values = np.array([run[metric] for run in runs])
-        out[metric] = {
-            "mean": float(values.mean()),
-            "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-            "runs": values.tolist(),
-        }
-    return out
+    """``{metric: stat(...)}`` over the runs (seeds)."""
+    return {metric: stat(run[metric] for run in runs) for metric in metrics}
+
+
+def cell(value: dict) -> str:
+    """A :func:`stat` as Markdown: ``mean ± std``."""
+    return f"{value['mean']:.2f} ± {value['std']:.2f}"
 
 
 def write_results(

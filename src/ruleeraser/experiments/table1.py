@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from ruleeraser.distill import log_proba
 from ruleeraser.eraser import Eraser
 from ruleeraser.experiments.deployed import RECIPES, predict_proba, train_deployed
-from ruleeraser.experiments.results import run_and_write, summarise
+from ruleeraser.experiments.results import cell, run_and_write, summarise
 from ruleeraser.metrics import group_accuracy
 from ruleeraser.remove import remove_log
 
@@ -98,14 +98,14 @@ def run_one(
         proba = predict_proba(model, np.asarray(X))
         return proba[:, 1] if sigmoid else proba  # a sigmoid model's one probability
 
-    proba = predict_proba(model, test.X)
     eraser = Eraser(blackbox, random_state=seed, **(IMAGE_PATCH if image else {}))
     eraser.fit(calib.X, calib.y, bias=calib.bias)
+    proba, fair = eraser.model_and_fair_proba(test.X)  # one model query per test row
     rules = eraser.distillations_[0].group_rules
     oracle = remove_log(log_proba(proba), np.log(rules[test.bias]))
     results = {
         "none": group_accuracy(test.y, proba.argmax(1), test.bias),
-        "eraser": group_accuracy(test.y, eraser.predict(test.X), test.bias),
+        "eraser": group_accuracy(test.y, fair.argmax(1), test.bias),
         "oracle": group_accuracy(test.y, oracle.argmax(1), test.bias),
     }
     return {method: g.summary() for method, g in results.items()}
@@ -154,10 +154,6 @@ def run_table1(
     ]
 
 
-def _cell(stat: dict) -> str:
-    return f"{stat['mean']:.2f} ± {stat['std']:.2f}"
-
-
 def _find(rows: list[dict], dataset: str, deployed: str, method: str) -> dict | None:
     return next(
         (
@@ -183,7 +179,7 @@ def to_markdown(rows: list[dict]) -> str:
         cut = ""
         if row["method"] != "none" and before and before["model_bias"]["mean"] > 0:
             cut = f"{100 * (1 - row['model_bias']['mean'] / before['model_bias']['mean']):.0f}%"
-        cells = " | ".join(_cell(row[m]) for m in METRICS)
+        cells = " | ".join(cell(row[m]) for m in METRICS)
         lines.append(
             f"| {NAMES[row['dataset']]} | {row['deployed']} | {row['method']} | {cells} | {cut} |"
         )

@@ -23,7 +23,7 @@ from ruleeraser.distill import log_proba
 from ruleeraser.eraser import Eraser
 from ruleeraser.experiments.datasets import load_dataset, split_dataset
 from ruleeraser.experiments.deployed import RECIPES, predict_proba, train_deployed
-from ruleeraser.experiments.results import summarise
+from ruleeraser.experiments.results import cell, summarise
 from ruleeraser.meter import bias_meter
 from ruleeraser.metrics import group_accuracy
 from ruleeraser.remove import remove_log
@@ -127,10 +127,6 @@ def meter_agreement(rows: list[dict]) -> dict[str, float]:
     }
 
 
-def _cell(stat: dict) -> str:
-    return f"{stat['mean']:.2f} ± {stat['std']:.2f}"
-
-
 def to_markdown(rows: list[dict]) -> str:
     """Table II layout: one line per deployed model and method, ours beside the paper's."""
     seeds = rows[0]["seeds"] if rows else []
@@ -142,7 +138,7 @@ def to_markdown(rows: list[dict]) -> str:
     ]
     for row in rows:
         paper = row["paper"]
-        cells = [_cell(row[m]) + (f" [{paper[m]:.2f}]" if paper else "") for m in METRICS]
+        cells = [cell(row[m]) + (f" [{paper[m]:.2f}]" if paper else "") for m in METRICS]
         lines.append(
             f"| {NAMES[row['dataset']]} | {NAMES[row['deployed']]} | {row['method']} | "
             + " | ".join(cells)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from ruleeraser.distill import log_proba
 from ruleeraser.eraser import Eraser
 from ruleeraser.experiments.deployed import predict_proba, train_deployed
-from ruleeraser.experiments.results import run_and_write, summarise
+from ruleeraser.experiments.results import cell, run_and_write, summarise
 from ruleeraser.experiments.table1 import IMAGE_PATCH, IMAGE_TRAINING, add_image_options
 from ruleeraser.metrics import group_accuracy
 from ruleeraser.remove import remove_log
@@ -62,9 +62,13 @@ def run_one(
         "eraser-object": remove_log(log_m, log_object),
         "eraser-both": remove_log(log_m, log_background, log_object),
     }
-    first = Eraser(blackbox, random_state=seed, **IMAGE_PATCH)
-    first.fit(calib.X, calib.y, bias=calib.bias[:, 0])
-    then = Eraser(first.predict_proba, random_state=seed, **IMAGE_PATCH)
+
+    def background_erased(X: np.ndarray) -> np.ndarray:
+        """The model with the background patch removed (patch 0, fitted first)."""
+        log_model, (log_bg, _) = eraser.log_outputs(X)
+        return remove_log(log_model, log_bg)
+
+    then = Eraser(background_erased, random_state=seed, **IMAGE_PATCH)
     then.fit(calib.X, calib.y, bias=calib.bias[:, 1])
     outputs["eraser-sequential"] = log_proba(then.predict_proba(test.X))
     biases = data.bias_columns(test)
@@ -127,7 +131,7 @@ def to_markdown(rows: list[dict]) -> str:
     ]
     before = next(r for r in rows if r["method"] == "none")
     for row in rows:
-        cells = " | ".join(f"{row[m]['mean']:.2f} ± {row[m]['std']:.2f}" for m in METRICS)
+        cells = " | ".join(cell(row[m]) for m in METRICS)
         cut = ""
         if row["method"] != "none":
             cut = " / ".join(_cut(row[f"bias_{b}"], before[f"bias_{b}"]) for b in BIASES)

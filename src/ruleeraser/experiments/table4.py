@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ruleeraser.eraser import Eraser
-from ruleeraser.experiments.results import run_and_write
+from ruleeraser.experiments.results import cell, run_and_write, stat
 from ruleeraser.metrics import group_accuracy
 
 if TYPE_CHECKING:
@@ -157,15 +157,6 @@ def run_one(splits: Splits, seed: int) -> dict[str, dict[str, float] | None]:
     return summary
 
 
-def _stat(values: list[float]) -> dict:
-    arr = np.asarray(values, dtype=float)
-    return {
-        "mean": float(arr.mean()),
-        "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
-        "runs": arr.tolist(),
-    }
-
-
 def run_table4(
     seeds: Sequence[int], *, datasets: Iterable[str] = DATASETS, progress: bool = True
 ) -> list[dict]:
@@ -209,7 +200,7 @@ def run_table4(
         applicable = all(r is not None for r in runs)
         for metric in [*METRICS, "fit_s"]:
             if applicable and metric in runs[0]:
-                row[metric] = _stat([r[metric] for r in runs])
+                row[metric] = stat(r[metric] for r in runs)
             elif metric in METRICS:
                 row[metric] = None
         rows.append(row)
@@ -266,11 +257,11 @@ def to_markdown(rows: list[dict]) -> str:
         for row in block:
             cells = []
             for metric in METRICS:
-                stat = row[metric]
-                if stat is None:
+                value = row[metric]
+                if value is None:
                     cells.append("-")
                     continue
-                text = f"{stat['mean']:.2f} ± {stat['std']:.2f}"
+                text = cell(value)
                 mark = marks[metric].get(row["method"])
                 cells.append(
                     f"**{text}**" if mark == "best" else f"<u>{text}</u>" if mark else text

@@ -28,10 +28,9 @@ from ruleeraser.experiments.image_bias import (
     aligned_bias,
     check_alignment,
     every_bias,
-    load_mnist,
     make_dataset,
+    mnist_digits,
     split_pool,
-    subsample,
 )
 
 __all__ = ["BACKGROUNDS", "OBJECTS", "stamp_objects", "two_bias_mnist"]
@@ -86,10 +85,9 @@ def two_bias_mnist(
     if not 1 <= threshold <= 9:
         raise ValueError(f"threshold must be in 1..9, got {threshold}")
     rng = np.random.default_rng(seed)
-    digits, labels = load_mnist(root)
-    keep = subsample(labels, n_per_class, rng)
-    digits = np.pad(digits[keep], ((0, 0), (2, 2), (2, 2)))
-    target = (labels[keep] >= threshold).astype(np.int64)
+    digits, labels, keep = mnist_digits(root, n_per_class, rng)
+    digits = np.pad(digits, ((0, 0), (2, 2), (2, 2)))
+    target = (labels >= threshold).astype(np.int64)
     palette = np.array(list(BACKGROUNDS.values()), np.float32)
     parts = {}
     for part, idx in split_pool(target, rng, test_size=test_size).items():
