@@ -213,7 +213,7 @@ class Eraser:
         )
         if self.rule == "group":
             module = RuleMixture(module, torch.from_numpy(d.group_rules))
-        return module, report
+        return module.eval(), report  # patches stay in eval mode: predicting never sets it
 
     def _new_patch(self, X: torch.Tensor, n_out: int) -> nn.Module:
         n_in = int(np.prod(X.shape[1:]))
@@ -280,10 +280,10 @@ class Eraser:
     @torch.no_grad()
     def _patch_log_proba(self, X_t: torch.Tensor) -> list[np.ndarray]:
         chunk = 65536 if X_t.ndim == 2 else 512  # rows per forward pass; images weigh more
+        chunks = X_t.split(chunk)
         outs = []
         for name, module in zip(self.bias_names_, self.patches_, strict=True):
-            module.eval()
-            logits = torch.cat([module(x) for x in X_t.split(chunk)])
+            logits = torch.cat([module(x) for x in chunks]) if len(chunks) > 1 else module(X_t)
             out = torch.log_softmax(logits.double(), dim=1).numpy()
             bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
             if bad.size:
