@@ -1,6 +1,7 @@
 import argparse
 import asyncio
 import contextlib
+import copy
 import inspect
 import json
 import socket
@@ -156,9 +157,16 @@ def test_healthz(demo, eraser_dir):
         "classes": [0, 1],
         "biases": ["bias"],
         "max_rows": serve_module.DEFAULT_MAX_ROWS,
+        "coalesce": True,
+        "max_inflight": serve_module.DEFAULT_MAX_INFLIGHT,
+        "max_batch_rows": serve_module.DEFAULT_MAX_ROWS,
+        "requests": 0,
+        "upstream_calls": 0,  # the probe is not counted
+        "upstream_rows": 0,
         "upstream_checked": False,
     }
     assert probed.status_code == 200 and probed.json()["upstream_checked"] is True
+    assert probed.json()["upstream_calls"] == 0
     with proxy(eraser_dir, upstream=f"http://127.0.0.1:{closed_port()}/predict") as client:
         dead = client.get("/healthz", params={"upstream": "true"})
     assert dead.status_code == 502 and "unreachable" in dead.json()["detail"]
@@ -283,6 +291,173 @@ def test_bad_upstream_answers_are_502(demo, eraser_dir, handler, message):
     assert set(answer.json()) == {"detail"} and message in answer.json()["detail"]
 
 
+class Recorder:
+    """An upstream that answers after ``delay`` s and records the rows of every call and the
+    most calls it had at once; ``answer(X)`` makes the answer (the model's by default)."""
+
+    def __init__(self, model, delay=0.05, answer=None):
+        self.model, self.delay, self.calls, self.busy, self.most_busy = model, delay, [], 0, 0
+        self.answer = answer or (
+            lambda X: httpx.Response(200, json={"predictions": model.predict_proba(X).tolist()})
+        )
+
+    async def __call__(self, request):
+        X = np.asarray(json.loads(request.content)["instances"], dtype=np.float64)
+        self.calls.append(X)
+        self.busy += 1
+        self.most_busy = max(self.most_busy, self.busy)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.busy -= 1
+        return self.answer(X)
+
+
+@contextmanager
+def proxy_on_loopback(eraser, upstream_handler, **options):
+    """The proxy served on loopback in front of ``upstream_handler``, also on loopback."""
+    with contextlib.ExitStack() as stack:
+        upstream = stack.enter_context(serving(handler_app(upstream_handler)))
+        yield stack.enter_context(serving(create_app(eraser, f"{upstream}/predict", **options)))
+
+
+def post_all(url, bodies, first=None):
+    """POST every body at once (after ``first``, once it is out); the answers, in order."""
+
+    async def send():
+        limits = httpx.Limits(max_connections=len(bodies) + 1)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=20) as client:
+            head = []
+            if first is not None:  # occupies the upstream while the others queue
+                head = [asyncio.ensure_future(client.post("/v1/predict", content=first))]
+                await asyncio.sleep(0.02)
+            rest = [client.post("/v1/predict", content=body) for body in bodies]
+            answers = await asyncio.gather(*head, *rest)
+            return answers, (await client.get("/healthz")).json()
+
+    return asyncio.run(send())
+
+
+# The patches compute in float32, whose matrix products round differently with the number
+# of rows: Eraser.predict_proba itself moves by ~6e-8 between batchings of the same rows.
+# A request that shared its upstream call (and its patch call) is equal up to that.
+COALESCED_ATOL = 1e-6
+
+
+def _body(rows, **extra):
+    return json.dumps({"instances": np.asarray(rows).tolist(), **extra})
+
+
+def test_coalesced_requests_each_get_their_own_answer(demo, eraser):
+    upstream = Recorder(demo.model)
+    sizes = [1, 2, 3, 1, 5] * 5
+    starts = np.cumsum([0, *sizes])
+    requests = [demo.X_test[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
+    bodies = [_body(rows, return_original=i % 2 == 0) for i, rows in enumerate(requests)]
+    with proxy_on_loopback(eraser, upstream, max_inflight=2) as url:
+        answers, health = post_all(url, bodies)
+    for i, (rows, answer) in enumerate(zip(requests, answers, strict=True)):
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        fair = eraser.predict_proba(rows)
+        np.testing.assert_allclose(body["predictions"], fair, rtol=0, atol=COALESCED_ATOL)
+        if i % 2 == 0:  # the upstream's own answer
+            np.testing.assert_allclose(body["original"], demo.model.predict_proba(rows), atol=1e-12)
+        else:
+            assert "original" not in body
+    assert len(upstream.calls) < len(requests)  # coalesced
+    assert max(len(X) for X in upstream.calls) > 1
+    assert upstream.most_busy <= 2
+    np.testing.assert_array_equal(  # every row sent once, nothing else
+        np.sort(np.concatenate(upstream.calls), axis=0), np.sort(demo.X_test[: starts[-1]], axis=0)
+    )
+    assert health["requests"] == len(requests)
+    assert health["upstream_calls"] == len(upstream.calls)
+    assert health["upstream_rows"] == starts[-1]
+
+
+def test_without_coalescing_every_request_is_one_call(demo, eraser):
+    upstream = Recorder(demo.model)
+    bodies = [_body(demo.X_test[i : i + 1]) for i in range(12)]
+    with proxy_on_loopback(eraser, upstream, coalesce=False) as url:
+        answers, health = post_all(url, bodies)
+    assert [a.status_code for a in answers] == [200] * 12
+    assert len(upstream.calls) == 12 and upstream.most_busy > 2
+    assert health["coalesce"] is False and health["max_inflight"] is None
+    assert health["upstream_calls"] == health["requests"] == 12
+
+
+def test_a_bad_request_among_coalesced_ones_fails_alone(demo, eraser):
+    upstream = Recorder(demo.model, delay=0.3)
+    good = [demo.X_test[i : i + 2] for i in range(0, 16, 2)]
+    overflow = _body([[3e38] * 4, demo.X_test[0]])  # valid, but the patch overflows
+    narrow = _body([[1.0, 2.0, 3.0]])
+    bodies = [_body(good[0]), overflow, *map(_body, good[1:4]), narrow, *map(_body, good[4:])]
+    with proxy_on_loopback(eraser, upstream, max_inflight=1) as url:
+        answers, _ = post_all(url, bodies, first=_body(demo.X_test[100:101]))
+    first, *answers = answers
+    assert first.status_code == 200
+    assert answers[1].status_code == 422
+    assert "the patch has no finite output for 1 row(s)" in answers[1].json()["detail"]
+    assert "the first is row 0" in answers[1].json()["detail"]  # its own row numbers
+    assert answers[5].status_code == 422 and "must hold 4 numbers" in answers[5].json()["detail"]
+    served = [a for i, a in enumerate(answers) if i not in (1, 5)]
+    for rows, answer in zip(good, served, strict=True):
+        assert answer.status_code == 200, answer.text
+        np.testing.assert_allclose(
+            answer.json()["predictions"], eraser.predict_proba(rows), rtol=0, atol=COALESCED_ATOL
+        )
+    assert len(upstream.calls) == 2  # the first request, then all the others together
+    assert not any((np.abs(X) > 1e30).any() for X in upstream.calls)  # nor the overflow
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "message"),
+    [
+        (lambda X: httpx.Response(500, text="model crashed"), 502, "answered HTTP 500"),
+        (
+            lambda X: httpx.Response(200, json={"predictions": [[0.5, 0.5]] * (len(X) - 1)}),
+            502,
+            "rows for",
+        ),
+        (lambda X: httpx.Response(200, json={"predictions": [[2.0, -1.0]] * len(X)}), 502, "neg"),
+    ],
+)
+def test_an_upstream_failure_fails_every_request_of_its_call(demo, eraser, answer, status, message):
+    upstream = Recorder(demo.model, delay=0.3, answer=answer)
+    bodies = [_body(demo.X_test[i : i + 3]) for i in range(0, 30, 3)]
+    with proxy_on_loopback(eraser, upstream, max_inflight=1) as url:
+        answers, _ = post_all(url, bodies, first=_body(demo.X_test[100:101]))
+    assert len(upstream.calls) == 2 and len(upstream.calls[1]) == 30  # coalesced
+    for answer_ in answers:
+        assert answer_.status_code == status
+        assert set(answer_.json()) == {"detail"} and message in answer_.json()["detail"]
+    if "rows for" in message:
+        assert "returned 29 rows for 30 inputs" in answers[-1].json()["detail"]
+
+
+def test_requests_queued_past_the_timeout_are_504(demo, eraser):
+    upstream = Recorder(demo.model, delay=1.0)
+    bodies = [_body(demo.X_test[i : i + 1]) for i in range(4)]
+    start = time.monotonic()
+    with proxy_on_loopback(eraser, upstream, max_inflight=1, timeout=0.3) as url:
+        answers, _ = post_all(url, bodies)
+    assert time.monotonic() - start < 5
+    for answer in answers:
+        assert answer.status_code == 504
+        assert answer.json()["detail"] == "upstream did not answer within 0.3 s"
+
+
+def test_fair_probabilities_follow_the_eraser_strength(demo, eraser):
+    half = copy.deepcopy(eraser).set_params(strength=0.5)
+    rows = demo.X_test[:20]
+    with proxy(half, model_handler(demo.model)) as client:
+        answer = client.post("/v1/predict", json={"instances": rows.tolist()})
+    fair = half.predict_proba(rows)
+    assert not np.allclose(fair, eraser.predict_proba(rows))
+    np.testing.assert_allclose(answer.json()["predictions"], fair, atol=1e-12)
+
+
 def test_sigmoid_upstream_is_read_as_two_classes(demo, eraser, eraser_dir):
     rows = demo.X_test[:5]
 
@@ -362,7 +537,8 @@ def test_serve_command_runs_uvicorn(eraser_dir, monkeypatch):
     parser = argparse.ArgumentParser()
     add_serve_parser(parser.add_subparsers())
     command = ["serve", "--eraser", str(eraser_dir), "--upstream", UPSTREAM, "--port", "0"]
-    for extra in ([], ["--workers", "3", "--max-rows", "5", "--timeout", "2"]):
+    several = ["--workers", "3", "--max-rows", "5", "--timeout", "2", "--max-inflight", "3"]
+    for extra in ([], [*several, "--max-batch-rows", "4", "--patch-threads", "2"]):
         args = parser.parse_args(command + extra)
         assert args.run(args) == 0
     (single, [single_sock]), (multi, [multi_sock]) = calls
@@ -373,7 +549,15 @@ def test_serve_command_runs_uvicorn(eraser_dir, monkeypatch):
     assert multi.app == "ruleeraser.serve:create_app_from_env"
     assert multi.factory and multi.workers == 3
     with TestClient(create_app_from_env()) as client:  # what each worker builds
-        assert client.get("/healthz").json()["max_rows"] == 5
+        health = client.get("/healthz").json()
+    assert health["max_rows"] == 5 and health["coalesce"] is True
+    assert health["max_inflight"] == 3 and health["max_batch_rows"] == 4
+    args = parser.parse_args([*command, "--workers", "2", "--no-coalesce"])
+    assert args.run(args) == 0
+    calls[-1][1][0].close()
+    with TestClient(create_app_from_env()) as client:
+        health = client.get("/healthz").json()
+    assert health["coalesce"] is False and health["max_batch_rows"] is None
 
 
 @pytest.mark.parametrize(
@@ -382,6 +566,8 @@ def test_serve_command_runs_uvicorn(eraser_dir, monkeypatch):
         (["--upstream", "ftp://model"], "upstream must be an http(s) URL"),
         (["--upstream", UPSTREAM, "--workers", "0"], "workers must be at least 1"),
         (["--upstream", UPSTREAM, "--max-rows", "0"], "max_rows must be positive"),
+        (["--upstream", UPSTREAM, "--max-inflight", "0"], "max_inflight must be positive"),
+        (["--upstream", UPSTREAM, "--max-batch-rows", "0"], "max_batch_rows must be positive"),
     ],
 )
 def test_serve_command_reports_bad_settings(eraser_dir, capsys, options, message):
