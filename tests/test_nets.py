@@ -65,7 +65,7 @@ def test_resnet_parameter_counts():
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert 11.1e6 < count(resnet18(3, 10)) < 11.3e6  # CIFAR ResNet-18
     assert 21.2e6 < count(resnet34(3, 10)) < 21.4e6
-    assert count(image_net("cnn", 3, 10)) < 0.2e6
+    assert count(image_net("cnn", 3, 10)) < 0.4e6
     with pytest.raises(ValueError, match="unknown image net"):
         image_net("vgg", 3, 10)
 
@@ -97,7 +97,7 @@ def test_cnn_patch_erases_the_colour_rule(images):
     (Xc, yc, bc), (Xt, yt, bt) = images
     model = ColourFollower()
     before = group_accuracy(yt, predict_proba(model, Xt).argmax(1), bt)
-    eraser = Eraser(model, patch="cnn", random_state=0, max_epochs=8, patience=4, batch_size=64)
+    eraser = Eraser(model, patch="cnn", random_state=0, max_epochs=8, patience=4)  # 32 per batch
     after = group_accuracy(yt, eraser.fit(Xc, yc, bias=bc).predict(Xt), bt)
     assert before.model_bias > 80 and before.worst < 20
     assert after.model_bias < 0.3 * before.model_bias

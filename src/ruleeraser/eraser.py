@@ -20,6 +20,11 @@ from ruleeraser.patch import MLP, FitReport, RuleMixture, fit_module
 from ruleeraser.remove import remove_log
 
 Rule = Literal["sample", "group"]
+
+#: Default patch mini-batch rows for tabular and image inputs: a calibration set of a few
+#: hundred images needs more than a handful of steps per epoch (BatchNorm's running
+#: statistics lag behind, and early stopping fires before the patch has learnt anything).
+TABLE_BATCH, IMAGE_BATCH = 256, 32
 PatchSpec = str | nn.Module | Callable[[int, int], nn.Module]
 
 
@@ -45,6 +50,7 @@ class Eraser:
     output: how to read ``model``'s outputs (``"proba"`` or ``"logits"``); None guesses.
     classes: the labels of the model's output columns, when ``model`` has no ``classes_``.
     holdout: share of the calibration set held out for early stopping.
+    batch_size: rows per patch training step; None: 256 for tabular rows, 32 for images.
     eps: probabilities are clipped to ``[eps, 1]`` before the log.
     strength: how much of the patches' log-output is subtracted (1: the paper's Eq. 19; 0: the
         model unchanged); see :func:`ruleeraser.strength.select_strength`.
@@ -61,7 +67,7 @@ class Eraser:
         patience: int = 10,
         learning_rate: float = 1e-3,
         weight_decay: float = 3e-3,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         holdout: float = 0.2,
         output: Output | None = None,
         classes: Sequence[Any] | None = None,
@@ -174,6 +180,8 @@ class Eraser:
             raise ValueError(f"holdout must be in (0, 1), got {self.holdout}")
         if not 0.0 < self.eps < 1.0:
             raise ValueError(f"eps must be in (0, 1), got {self.eps}")
+        if self.batch_size is not None and not self.batch_size >= 1:
+            raise ValueError(f"batch_size must be a positive number of rows, got {self.batch_size}")
 
     def _resolve_classes(self, k: int) -> np.ndarray:
         classes = self.blackbox_.classes if self.classes is None else np.asarray(self.classes)
@@ -207,7 +215,7 @@ class Eraser:
             patience=self.patience,
             learning_rate=self.learning_rate,
             weight_decay=self.weight_decay,
-            batch_size=self.batch_size,
+            batch_size=self.batch_size or (IMAGE_BATCH if X.ndim > 2 else TABLE_BATCH),
             progress=self.progress,
             description=f"patch[{name}]",
         )
