@@ -2,7 +2,8 @@
 
     python benchmarks/proxy_overhead.py [--requests N] [--rounds R] [--concurrency 16]
                                         [--rows-per-request K] [--seed S]
-                                        [--upstream-latency-ms MS]
+                                        [--upstream-latency-ms MS] [--no-coalesce]
+                                        [--max-inflight N] [--max-batch-rows N]
 
 Three processes: this one (the load client: one httpx client per concurrent worker), the
 example upstream (a scikit-learn logistic regression behind uvicorn) and the fair proxy
@@ -11,6 +12,10 @@ one worker, no access log, on 127.0.0.1 ephemeral ports (sockets of protocol IPP
 that connections get TCP_NODELAY). Separate processes, not threads: each gets its own
 interpreter lock, as in deployment, and the OS shares the cores among them. On a 2-core
 machine the three compete for CPU, so the CPU time each spends per request is printed too.
+
+The proxy coalesces concurrent requests into shared upstream calls unless ``--no-coalesce``;
+the upstream calls it made per client request (from its ``/healthz`` counts) are printed for
+every proxy round (1.00 without coalescing).
 
 Each round sends the same N requests (the same bodies) at the same concurrency straight to
 the upstream and through the proxy, alternating which goes first; latencies are pooled over
@@ -65,7 +70,10 @@ def serve(role: str, args: argparse.Namespace) -> None:
     else:
         from ruleeraser.serve import create_app
 
-        app = create_app(args.eraser, args.upstream)
+        options = {"coalesce": not args.no_coalesce, "max_batch_rows": args.max_batch_rows}
+        if args.max_inflight is not None:
+            options["max_inflight"] = args.max_inflight
+        app = create_app(args.eraser, args.upstream, **options)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
     print(sock.getsockname()[1], flush=True)
@@ -142,6 +150,12 @@ async def load(
     return np.array(latencies), time.perf_counter() - start_time, errors
 
 
+async def upstream_counts(client: httpx.AsyncClient, url: str) -> tuple[int, int]:
+    """The proxy's upstream calls and prediction requests so far (its ``/healthz``)."""
+    health = (await client.get(url)).raise_for_status().json()
+    return health["upstream_calls"], health["requests"]
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1e3:.2f}"
 
@@ -180,10 +194,13 @@ async def bench(
         results: dict[str, list[tuple[np.ndarray, float, int, dict[str, float]]]] = {
             "direct": [], "proxy": []
         }  # fmt: skip
+        calls_per_request: list[float] = []
         print(f"\n{'round':>5} {'target':>6} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>7} "
-              f"{'errors':>6}   CPU µs/request: client upstream proxy")  # fmt: skip
+              f"{'errors':>6} {'calls/req':>9}   CPU µs/request: "
+              "client upstream proxy")  # fmt: skip
         for r in range(args.rounds):
             for target in ["direct", "proxy"][:: 1 if r % 2 == 0 else -1]:
+                counts0 = await upstream_counts(pools["proxy"][0], urls["counts"])
                 cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 lat, elapsed, errors = await load(
                     pools[target], urls[target], bodies, args.requests, args.phase_seconds
@@ -192,11 +209,19 @@ async def bench(
                     name: (cpu_seconds(pid) - cpu0[name]) / max(len(lat), 1) * 1e6
                     for name, pid in pids.items()
                 }
+                calls = ""
+                if target == "proxy":
+                    counts = await upstream_counts(pools["proxy"][0], urls["counts"])
+                    calls_per_request.append(
+                        (counts[0] - counts0[0]) / max(counts[1] - counts0[1], 1)
+                    )
+                    calls = f"{calls_per_request[-1]:.2f}"
                 results[target].append((lat, elapsed, errors, cpu))
                 print(
                     f"{r + 1:>5} {target:>6} {ms(np.percentile(lat, 50)):>7} "
-                    f"{ms(np.percentile(lat, 99)):>7} {len(lat) / elapsed:>7.0f} {errors:>6}   "
-                    f"{cpu['client']:>6.0f} {cpu['upstream']:>8.0f} {cpu['proxy']:>5.0f}"
+                    f"{ms(np.percentile(lat, 99)):>7} {len(lat) / elapsed:>7.0f} {errors:>6} "
+                    f"{calls:>9}   {cpu['client']:>6.0f} {cpu['upstream']:>8.0f} "
+                    f"{cpu['proxy']:>5.0f}"
                 )
     summary, cpu_total = {}, {}
     print()
@@ -207,11 +232,17 @@ async def bench(
         summary[target] = (np.percentile(pooled, 50), np.percentile(pooled, 99), rps)
         cpu = {name: np.median([c[name] for *_, c in runs]) for name in pids}
         cpu_total[target] = sum(cpu.values())
+        calls = (
+            f"{np.median(calls_per_request):.2f} upstream calls/request [rounds "
+            f"{min(calls_per_request):.2f}-{max(calls_per_request):.2f}]; "
+            if target == "proxy"
+            else ""
+        )
         print(
             f"{target:>6}: p50 {ms(summary[target][0])} ms [rounds {ms(p50s.min())}-"
             f"{ms(p50s.max())}], p99 {ms(summary[target][1])} ms, "
             f"{np.median(rps):.0f} req/s [rounds {rps.min():.0f}-{rps.max():.0f}], "
-            f"{sum(e for *_, e, _ in runs)} errors; CPU µs/request "
+            f"{sum(e for *_, e, _ in runs)} errors; {calls}CPU µs/request "
             + ", ".join(f"{name} {value:.0f}" for name, value in cpu.items())
         )
     d50, p50 = summary["direct"][0], summary["proxy"][0]
@@ -247,6 +278,18 @@ def main() -> int:
         help="emulate a model whose compute runs elsewhere (a GPU, another host): the upstream "
         "waits this long per request without using CPU (default 0)",
     )  # fmt: skip
+    parser.add_argument(
+        "--no-coalesce", action="store_true",
+        help="the proxy makes one upstream call per request (default: it coalesces)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-inflight", type=int, default=None,
+        help="the proxy's upstream calls out at once when coalescing (its default)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-batch-rows", type=int, default=None,
+        help="the proxy's most rows per coalesced call (its default)",
+    )  # fmt: skip
     parser.add_argument("--serve", choices=["upstream", "proxy"], help=argparse.SUPPRESS)
     parser.add_argument("--eraser", help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
@@ -263,10 +306,13 @@ def main() -> int:
     demo = make_demo(args.seed)
     eraser = Eraser(demo.model, random_state=args.seed)
     eraser.fit(demo.X_calib, demo.y_calib, bias=demo.bias_calib)
+    mode = "without coalescing" if args.no_coalesce else "coalescing"
+    if not args.no_coalesce and (args.max_inflight or args.max_batch_rows):
+        mode += f" (max inflight {args.max_inflight}, max batch rows {args.max_batch_rows})"
     print(
         f"seed {args.seed}; {args.rounds} rounds x {args.requests} requests per target, "
         f"concurrency {args.concurrency}, {args.rows_per_request} row(s) per request, "
-        f"upstream latency {args.upstream_latency_ms:g} ms, "
+        f"upstream latency {args.upstream_latency_ms:g} ms, proxy {mode}, "
         f"{args.warmup} warm-up requests\n{os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, uvicorn on {server_stack()}, load average before start "
         f"{os.getloadavg()[0]:.2f}; three processes: client, upstream, proxy (1 worker each)"
@@ -281,12 +327,17 @@ def main() -> int:
             )  # fmt: skip
             procs.append(up)
             upstream = f"http://127.0.0.1:{up_port}/predict"
-            px, px_port = start("proxy", "--eraser", tmp, "--upstream", upstream)
+            proxy_options = ["--no-coalesce"] if args.no_coalesce else []
+            for name in ("max_inflight", "max_batch_rows"):
+                if getattr(args, name) is not None:
+                    proxy_options += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+            px, px_port = start("proxy", "--eraser", tmp, "--upstream", upstream, *proxy_options)
             procs.append(px)
             urls = {
                 "direct": upstream,
                 "proxy": f"http://127.0.0.1:{px_port}/v1/predict",
                 "health": f"http://127.0.0.1:{px_port}/healthz?upstream=true",
+                "counts": f"http://127.0.0.1:{px_port}/healthz",
             }
             pids = {"client": None, "upstream": up.pid, "proxy": px.pid}
             asyncio.run(bench(args, demo, eraser, pids, urls))
