@@ -10,16 +10,23 @@ The proxy answers ``POST /v1/predict`` with the same body, plus an optional
 
     {"predictions": fair, "original": upstream (if asked), "classes": [...]}
 
-where ``fair = softmax(log M(x) - sum_j log G_j(x))`` with ``M(x)`` the upstream's answer, i.e.
-exactly :meth:`ruleeraser.Eraser.predict_proba`. Instances are flat rows of
+where ``fair = softmax(log M(x) - strength * sum_j log G_j(x))`` with ``M(x)`` the upstream's
+answer, i.e. :meth:`ruleeraser.Eraser.predict_proba`. Instances are flat rows of
 ``prod(eraser.input_shape_)`` finite numbers; they are forwarded as they came.
+
+Concurrent requests are coalesced (:class:`_Proxy`): those that arrive while the upstream calls
+allowed at once are busy go together in the next call, and each gets its own rows back. The
+patches then run on the merged rows, in float32, whose rounding depends on the rows computed
+together: a coalesced answer equals ``predict_proba`` of its rows to about 1e-7 (as
+``predict_proba`` of different batchings do), a request sent alone exactly.
 
 Errors answer ``{"detail": "..."}``, never a partial answer: 400 body is not JSON, 413 body or
 row count over the limit, 422 invalid instances, 502 upstream unreachable or answering
 something other than probabilities for every row, 504 upstream slower than the timeout.
-``GET /healthz`` describes the eraser; ``GET /healthz?upstream=true`` also sends the upstream
-a one-row probe. FastAPI, aiohttp and uvicorn are imported only when an app is built, so the
-command line loads without the ``serve`` extra.
+``GET /healthz`` describes the eraser and the settings and counts requests, upstream calls and
+rows; ``GET /healthz?upstream=true`` also sends the upstream a one-row probe. FastAPI, aiohttp
+and uvicorn are imported only when an app is built, so the command line loads without the
+``serve`` extra.
 """
 
 import argparse
@@ -774,7 +781,8 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="worker processes (1)")
     p.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT,
-        help=f"seconds allowed for each upstream call; slower answers 504 ({DEFAULT_TIMEOUT:g})",
+        help="seconds a request may wait for the upstream, queued or on the wire; slower "
+        f"answers 504 ({DEFAULT_TIMEOUT:g})",
     )  # fmt: skip
     p.add_argument(
         "--max-rows", type=int, default=DEFAULT_MAX_ROWS,
