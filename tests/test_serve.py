@@ -158,7 +158,10 @@ def test_healthz(demo, eraser_dir):
         "biases": ["bias"],
         "max_rows": serve_module.DEFAULT_MAX_ROWS,
         "coalesce": True,
-        "max_inflight": serve_module.DEFAULT_MAX_INFLIGHT,
+        "max_inflight": serve_module.DEFAULT_MAX_CONNECTIONS,
+        "min_inflight": 1,
+        "inflight_limit": 2,  # where it starts
+        "upstream_fastest_ms": None,
         "max_batch_rows": serve_module.DEFAULT_MAX_ROWS,
         "requests": 0,
         "upstream_calls": 0,  # the probe is not counted
@@ -384,6 +387,7 @@ def test_without_coalescing_every_request_is_one_call(demo, eraser):
     assert [a.status_code for a in answers] == [200] * 12
     assert len(upstream.calls) == 12 and upstream.most_busy > 2
     assert health["coalesce"] is False and health["max_inflight"] is None
+    assert health["inflight_limit"] is None
     assert health["upstream_calls"] == health["requests"] == 12
 
 
@@ -409,6 +413,81 @@ def test_a_bad_request_among_coalesced_ones_fails_alone(demo, eraser):
         )
     assert len(upstream.calls) == 2  # the first request, then all the others together
     assert not any((np.abs(X) > 1e30).any() for X in upstream.calls)  # nor the overflow
+
+
+class Serialising(Recorder):
+    """An upstream that serves one call at a time (a one-worker model): each call holds a
+    lock while it sleeps, so calls sent together wait for each other."""
+
+    def __init__(self, model, delay=0.01):
+        super().__init__(model, delay)
+        self.lock = asyncio.Lock()
+
+    async def __call__(self, request):
+        async with self.lock:
+            return await super().__call__(request)
+
+
+def post_waves(url, bodies, concurrency):
+    """POST ``bodies`` from ``concurrency`` clients, each sending its next once answered."""
+
+    async def send():
+        limits = httpx.Limits(max_connections=concurrency + 1)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=20) as client:
+            todo, answers = list(bodies), []
+
+            async def worker():
+                while todo:
+                    answers.append(await client.post("/v1/predict", content=todo.pop()))
+
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            return answers, (await client.get("/healthz")).json()
+
+    return asyncio.run(send())
+
+
+def test_the_inflight_limit_grows_for_an_upstream_that_serves_calls_in_parallel(demo, eraser):
+    upstream = Recorder(demo.model, delay=0.05)  # long beside the noise of busy cores
+    bodies = [_body(demo.X_test[i % 100 : i % 100 + 1]) for i in range(240)]
+    with proxy_on_loopback(eraser, upstream) as url:
+        answers, health = post_waves(url, bodies, concurrency=12)
+    assert [a.status_code for a in answers] == [200] * len(bodies)
+    assert health["inflight_limit"] > 2 and upstream.most_busy > 4
+    assert 45 < health["upstream_fastest_ms"] < 100
+    assert health["upstream_calls"] > len(bodies) / 2  # requests barely wait for a call
+
+
+def test_the_inflight_limit_stays_low_for_an_upstream_serving_one_call_at_a_time(demo, eraser):
+    upstream = Serialising(demo.model, delay=0.01)
+    rows = [demo.X_test[i % 100 : i % 100 + 1] for i in range(240)]
+    with proxy_on_loopback(eraser, upstream) as url:
+        answers, health = post_waves(url, list(map(_body, rows)), concurrency=12)
+    for answer in answers:
+        assert answer.status_code == 200, answer.text
+    assert health["inflight_limit"] <= 3 and upstream.most_busy <= 4
+    assert health["upstream_calls"] < len(rows) / 2  # coalesced: several requests per call
+
+
+def test_inflight_limit_rules():
+    limit = serve_module._InflightLimit(1, 8, window=4)
+    assert limit.value == 2
+    limit.update(0.010, sent_with=2, held_back=True)  # the first call: the fastest so far
+    assert limit.value == 3
+    limit.update(0.010, sent_with=3, held_back=False)  # fast, but nobody was waiting
+    assert limit.value == 3
+    limit.update(0.030, sent_with=3, held_back=True)  # waited for two calls ahead
+    assert limit.value == 2
+    limit.update(0.020, sent_with=2, held_back=True)  # one ahead: hold
+    assert limit.value == 2 and limit.fastest == 0.010
+    for _ in range(3):  # twice the fastest, alone: nothing to learn
+        limit.update(0.020, sent_with=1, held_back=True)
+    assert limit.value == 2
+    limit.update(0.020, sent_with=1, held_back=True)  # the 10 ms calls are two windows old
+    assert limit.fastest == 0.020 and limit.value == 3
+    fixed = serve_module._InflightLimit(3, 3)
+    fixed.update(0.001, sent_with=3, held_back=True)
+    fixed.update(1.0, sent_with=3, held_back=True)
+    assert fixed.value == 3 and fixed.fastest == 0.001
 
 
 @pytest.mark.parametrize(
@@ -538,7 +617,8 @@ def test_serve_command_runs_uvicorn(eraser_dir, monkeypatch):
     add_serve_parser(parser.add_subparsers())
     command = ["serve", "--eraser", str(eraser_dir), "--upstream", UPSTREAM, "--port", "0"]
     several = ["--workers", "3", "--max-rows", "5", "--timeout", "2", "--max-inflight", "3"]
-    for extra in ([], [*several, "--max-batch-rows", "4", "--patch-threads", "2"]):
+    more = ["--max-batch-rows", "4", "--patch-threads", "2", "--min-inflight", "2"]
+    for extra in ([], [*several, *more]):
         args = parser.parse_args(command + extra)
         assert args.run(args) == 0
     (single, [single_sock]), (multi, [multi_sock]) = calls
@@ -546,14 +626,18 @@ def test_serve_command_runs_uvicorn(eraser_dir, monkeypatch):
         assert sock.proto == socket.IPPROTO_TCP  # so that connections get TCP_NODELAY
         sock.close()
     assert callable(single.app) and single.workers == 1 and not single.factory
+    assert not single.server_header and not single.date_header
+    assert single.access_log and single.proxy_headers  # X-Forwarded-For, for the access log
     assert multi.app == "ruleeraser.serve:create_app_from_env"
     assert multi.factory and multi.workers == 3
     with TestClient(create_app_from_env()) as client:  # what each worker builds
         health = client.get("/healthz").json()
     assert health["max_rows"] == 5 and health["coalesce"] is True
     assert health["max_inflight"] == 3 and health["max_batch_rows"] == 4
-    args = parser.parse_args([*command, "--workers", "2", "--no-coalesce"])
+    assert health["min_inflight"] == 2
+    args = parser.parse_args([*command, "--workers", "2", "--no-coalesce", "--no-access-log"])
     assert args.run(args) == 0
+    assert not calls[-1][0].access_log and not calls[-1][0].proxy_headers
     calls[-1][1][0].close()
     with TestClient(create_app_from_env()) as client:
         health = client.get("/healthz").json()
@@ -568,6 +652,7 @@ def test_serve_command_runs_uvicorn(eraser_dir, monkeypatch):
         (["--upstream", UPSTREAM, "--max-rows", "0"], "max_rows must be positive"),
         (["--upstream", UPSTREAM, "--max-inflight", "0"], "max_inflight must be positive"),
         (["--upstream", UPSTREAM, "--max-batch-rows", "0"], "max_batch_rows must be positive"),
+        (["--upstream", UPSTREAM, "--max-inflight", "2", "--min-inflight", "3"], "must not exceed"),
     ],
 )
 def test_serve_command_reports_bad_settings(eraser_dir, capsys, options, message):

@@ -15,7 +15,9 @@ answer, i.e. :meth:`ruleeraser.Eraser.predict_proba`. Instances are flat rows of
 ``prod(eraser.input_shape_)`` finite numbers; they are forwarded as they came.
 
 Concurrent requests are coalesced (:class:`_Proxy`): those that arrive while the upstream calls
-allowed at once are busy go together in the next call, and each gets its own rows back. The
+allowed at once are busy go together in the next call, and each gets its own rows back. How
+many calls are allowed at once is learnt from their times (:class:`_InflightLimit`): few for a
+model that serves one call at a time, more for one that serves them in parallel. The
 patches then run on the merged rows, in float32, whose rounding depends on the rows computed
 together: a coalesced answer equals ``predict_proba`` of its rows to about 1e-7 (as
 ``predict_proba`` of different batchings do), a request sent alone exactly.
@@ -58,7 +60,8 @@ if TYPE_CHECKING:
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MAX_ROWS = 1000
 DEFAULT_MAX_BODY_BYTES = 1 << 20
-DEFAULT_MAX_INFLIGHT = 2
+DEFAULT_MAX_CONNECTIONS = 100
+DEFAULT_MIN_INFLIGHT = 1
 DEFAULT_PATCH_THREADS = 1
 #: Environment variables read by :func:`create_app_from_env` (multi-worker mode).
 ENV = {
@@ -69,6 +72,7 @@ ENV = {
     "max_body_bytes": "RULEERASER_SERVE_MAX_BODY_BYTES",
     "coalesce": "RULEERASER_SERVE_COALESCE",
     "max_inflight": "RULEERASER_SERVE_MAX_INFLIGHT",
+    "min_inflight": "RULEERASER_SERVE_MIN_INFLIGHT",
     "max_batch_rows": "RULEERASER_SERVE_MAX_BATCH_ROWS",
     "patch_threads": "RULEERASER_SERVE_PATCH_THREADS",
 }
@@ -149,6 +153,56 @@ class _Upstream:
         self.session = None
 
 
+class _InflightLimit:
+    """How many coalesced upstream calls may be out at once, learnt from their call times.
+
+    A latency-based limiter in the spirit of TCP Vegas (and Netflix's concurrency limits):
+    ``fastest`` is the shortest successful call time over the last ``window`` to
+    ``2 * window`` calls, the upstream's time without load. A call that took ``rtt`` seconds
+    and went out with ``k`` calls in flight (itself included) had about
+    ``queued = k * (1 - fastest / rtt)`` calls waiting ahead of it at the upstream: ``k - 1``
+    for a model that serves one call at a time (each call waits for the others), about 0 for
+    one that serves them in parallel. After every call, the limit
+
+    - goes down by one (not below ``low``) when ``queued > 1.5``: calls are queueing at the
+      upstream, so requests had better wait here and go together in fewer calls;
+    - goes up by one (not above ``high``) when ``queued < 0.5`` and the limit held requests
+      back (they were waiting here when the call returned, or it took the last free call):
+      more calls at once cost the upstream nothing, and waiting here would only add latency.
+
+    So a one-worker model settles at two calls (one computing, the next one waiting), and a
+    model that serves calls in parallel gets as many as there is demand for, up to ``high``.
+    Each call moves the limit by at most one; with ``low == high`` it is fixed. Call times
+    include the rows' count (a larger call takes longer), which the window's minimum and the
+    thresholds absorb for the small batches coalescing makes.
+    """
+
+    RAISE_BELOW, LOWER_ABOVE = 0.5, 1.5
+
+    def __init__(self, low: int, high: int, initial: int = 2, window: int = 200) -> None:
+        self.low, self.high, self.window = low, high, window
+        self.value = min(max(initial, low), high)
+        self.fastest = self._fastest_next = float("inf")
+        self._samples = 0
+
+    def update(self, rtt: float, sent_with: int, held_back: bool) -> None:
+        """Learn from one successful call of ``rtt`` seconds sent with ``sent_with`` out."""
+        if not rtt > 0:
+            return
+        self._samples += 1
+        self.fastest = min(self.fastest, rtt)
+        self._fastest_next = min(self._fastest_next, rtt)
+        if self._samples % self.window == 0:  # forget calls older than two windows
+            self.fastest, self._fastest_next = self._fastest_next, float("inf")
+        if self.low == self.high:
+            return
+        queued = sent_with * (1.0 - self.fastest / rtt)
+        if queued > self.LOWER_ABOVE:
+            self.value = max(self.low, self.value - 1)
+        elif queued < self.RAISE_BELOW and held_back:
+            self.value = min(self.high, self.value + 1)
+
+
 class _Pending:
     """One client request waiting for its rows' answers: ``future`` gets ``(proba, fair)``."""
 
@@ -165,11 +219,12 @@ class _Pending:
 class _Proxy:
     """What one app holds: the eraser, the limits, the upstream client and the request queue.
 
-    With ``coalesce``, requests share upstream calls: at most ``max_inflight`` calls are out at
-    once; a request that finds them all busy waits in the queue, and when a call returns the
-    queue goes out together as the next one (at most ``max_batch_rows`` rows; a larger request
-    goes alone). No timer: a request that finds a call free goes at once, alone. The patches
-    run once per call on the merged rows, and each request gets exactly its own rows back.
+    With ``coalesce``, requests share upstream calls: at most ``limit.value`` calls are out at
+    once (:class:`_InflightLimit`, between ``min_inflight`` and ``max_inflight``); a request
+    that finds them all busy waits in the queue, and when a call returns the queue goes out
+    together as the next one (at most ``max_batch_rows`` rows; a larger request goes alone).
+    No timer: a request that finds a call free goes at once, alone. The patches run once per
+    call on the merged rows, and each request gets exactly its own rows back.
     """
 
     def __init__(
@@ -179,14 +234,15 @@ class _Proxy:
         max_rows: int,
         *,
         coalesce: bool = True,
-        max_inflight: int = 2,
+        max_inflight: int = DEFAULT_MAX_CONNECTIONS,
+        min_inflight: int = DEFAULT_MIN_INFLIGHT,
         max_batch_rows: int | None = None,
     ) -> None:
         self.eraser = eraser
         self.upstream = upstream
         self.max_rows = max_rows
         self.coalesce = coalesce
-        self.max_inflight = max_inflight
+        self.limit = _InflightLimit(min_inflight, max_inflight)
         self.max_batch_rows = max_rows if max_batch_rows is None else max_batch_rows
         self.width = int(np.prod(eraser.input_shape_))
         self.classes = eraser.classes_.tolist()
@@ -229,7 +285,7 @@ class _Proxy:
             await self._forward([item])
         else:
             self.queue.append(item)
-            if self.inflight < self.max_inflight:
+            if self.inflight < self.limit.value:
                 self._launch()
         return await item.future
 
@@ -244,13 +300,16 @@ class _Proxy:
                 rows += len(item.X)
         if batch:
             self.inflight += 1
-            task = asyncio.get_running_loop().create_task(self._call(batch))
+            task = asyncio.get_running_loop().create_task(self._call(batch, self.inflight))
             self.tasks.add(task)  # a reference until it is done
             task.add_done_callback(self.tasks.discard)
 
-    async def _call(self, batch: list[_Pending]) -> None:
+    async def _call(self, batch: list[_Pending], sent_with: int) -> None:
         try:
-            await self._forward(batch)
+            rtt = await self._forward(batch)
+            if rtt is not None:
+                held_back = bool(self.queue) or sent_with >= self.limit.value
+                self.limit.update(rtt, sent_with, held_back)
         except Exception:  # a bug: answer rather than leave the batch waiting
             log.exception("upstream call for %d request(s) failed", len(batch))
             for item in batch:
@@ -261,25 +320,29 @@ class _Proxy:
             raise
         finally:
             self.inflight -= 1
-            if self.queue and self.inflight < self.max_inflight:
+            while self.queue and self.inflight < self.limit.value:
                 self._launch()
 
-    async def _forward(self, batch: list[_Pending]) -> None:
-        """One upstream call for ``batch``; every request gets its answer or its error."""
-        now = asyncio.get_running_loop().time()
+    async def _forward(self, batch: list[_Pending]) -> float | None:
+        """One upstream call for ``batch``; every request gets its answer or its error.
+
+        Returns the call's time in seconds when the upstream answered probabilities, else None.
+        """
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         late = [item for item in batch if item.deadline <= now]
         if late:  # waited the whole timeout in the queue
             for item in late:
                 item.fail(504, self._too_slow())
             batch = [item for item in batch if item.deadline > now]
             if not batch:
-                return
+                return None
         try:
             log_g = self._patch_log_proba(batch)
         except _Refusal as exc:  # some rows overflow a patch: find whose, the others go on
             if len(batch) == 1:
                 batch[0].fail(exc.status, exc.detail)
-                return
+                return None
             good = []
             for item in batch:
                 try:
@@ -288,7 +351,7 @@ class _Proxy:
                 except _Refusal as refusal:
                     item.fail(refusal.status, refusal.detail)
             if not good:
-                return
+                return None
             batch, log_g = good, self._patch_log_proba(good)
         instances = (
             batch[0].instances
@@ -297,12 +360,14 @@ class _Proxy:
         )
         self.upstream_calls += 1
         self.upstream_rows += len(instances)
+        sent_at = loop.time()
         try:
             proba = await self.query(instances, min(item.deadline for item in batch) - now)
         except _Refusal as exc:
             for item in batch:  # no partial answers: the whole call failed
                 item.fail(exc.status, exc.detail)
-            return
+            return None
+        rtt = loop.time() - sent_at
         eraser = self.eraser
         fair = remove_log(log_proba(proba, eraser.eps), *log_g, strength=eraser.strength)
         start = 0
@@ -311,6 +376,7 @@ class _Proxy:
             if not item.future.done():
                 item.future.set_result((proba[start:stop], fair[start:stop]))
             start = stop
+        return rtt
 
     def _patch_log_proba(self, batch: list[_Pending]) -> list[np.ndarray]:
         """``log G_j(x)`` of each patch on the batch's rows (:meth:`Eraser.patch_log_proba`);
@@ -363,10 +429,9 @@ class _Proxy:
 
 async def _read_body(receive: Any, headers: Sequence[tuple[bytes, bytes]], limit: int) -> bytes:
     """An ASGI request's body, or 413 as soon as it is known to exceed ``limit`` bytes."""
-    too_big = _Refusal(413, f"request body exceeds {limit} bytes")
     for name, value in headers:
         if name == b"content-length" and value.isdigit() and int(value) > limit:
-            raise too_big
+            raise _Refusal(413, f"request body exceeds {limit} bytes")
     chunks, size = [], 0
     while True:
         message = await receive()
@@ -375,7 +440,7 @@ async def _read_body(receive: Any, headers: Sequence[tuple[bytes, bytes]], limit
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise too_big
+            raise _Refusal(413, f"request body exceeds {limit} bytes")
         chunks.append(chunk)
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -424,6 +489,13 @@ def _schemas(width: int, max_rows: int) -> tuple[type, dict[str, Any], type, typ
         max_inflight: int | None = Field(
             description="most upstream calls out at once when coalescing (else no limit)"
         )
+        min_inflight: int | None = Field(description="fewest the limit goes down to")
+        inflight_limit: int | None = Field(
+            description="upstream calls allowed out at once now, learnt from their call times"
+        )
+        upstream_fastest_ms: float | None = Field(
+            description="shortest recent upstream call (the limit's no-load time), if any"
+        )
         max_batch_rows: int | None = Field(description="most rows in one coalesced call")
         requests: int = Field(description="prediction requests sent on by this process")
         upstream_calls: int = Field(description="upstream calls this process made for them")
@@ -440,9 +512,10 @@ def create_app(
     timeout: float = DEFAULT_TIMEOUT,
     max_rows: int = DEFAULT_MAX_ROWS,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    max_connections: int = 100,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
     coalesce: bool = True,
-    max_inflight: int = DEFAULT_MAX_INFLIGHT,
+    max_inflight: int | None = None,
+    min_inflight: int = DEFAULT_MIN_INFLIGHT,
     max_batch_rows: int | None = None,
     patch_threads: int | None = DEFAULT_PATCH_THREADS,
 ) -> "FastAPI":
@@ -451,9 +524,11 @@ def create_app(
     ``eraser``: a fitted :class:`~ruleeraser.Eraser` or a directory saved by ``Eraser.save``.
     ``upstream``: the URL the model answers instances on. ``timeout``: seconds a request may
     wait for the upstream, in the queue and on the wire. ``max_connections``: most upstream
-    connections open at once. ``coalesce``: concurrent requests share upstream calls, at most
-    ``max_inflight`` calls out at once, each of at most ``max_batch_rows`` rows (default
-    ``max_rows``: no more than one request may already send); see :class:`_Proxy`.
+    connections open at once. ``coalesce``: concurrent requests share upstream calls, each of at
+    most ``max_batch_rows`` rows (default ``max_rows``: no more than one request may already
+    send), as many at once as a limit learnt from the calls' times allows, between
+    ``min_inflight`` and ``max_inflight`` (default ``max_connections``; equal: a fixed limit);
+    see :class:`_Proxy` and :class:`_InflightLimit`.
     ``patch_threads``: torch threads while the app serves (restored after; None: leave them).
     One is right for a server: the patches are small, and on cores shared with the model
     torch's thread pool spends far more waking up than it saves (a 64-wide layer on 8 rows
@@ -478,14 +553,19 @@ def create_app(
     if not valid:
         raise ValueError(f"upstream must be an http(s) URL, got {upstream!r}")
     batch_rows = max_rows if max_batch_rows is None else max_batch_rows
+    max_inflight = max_connections if max_inflight is None else max_inflight
     limits = {"timeout": timeout, "max_rows": max_rows, "max_body_bytes": max_body_bytes}
     threads = 1 if patch_threads is None else patch_threads
     for name, value in {
         **limits, "max_connections": max_connections, "max_inflight": max_inflight,
-        "max_batch_rows": batch_rows, "patch_threads": threads,
+        "min_inflight": min_inflight, "max_batch_rows": batch_rows, "patch_threads": threads,
     }.items():  # fmt: skip
         if not value > 0:
             raise ValueError(f"{name} must be positive, got {value}")
+    if min_inflight > max_inflight:
+        raise ValueError(
+            f"min_inflight ({min_inflight}) must not exceed max_inflight ({max_inflight})"
+        )
     if not isinstance(eraser, Eraser):
         eraser = Eraser.load(eraser, model=_no_model)
     eraser._check_fitted()
@@ -495,6 +575,7 @@ def create_app(
         max_rows,
         coalesce=coalesce,
         max_inflight=max_inflight,
+        min_inflight=min_inflight,
         max_batch_rows=batch_rows,
     )
     PredictRequest, request_schema, PredictResponse, ErrorResponse, Health = _schemas(
@@ -508,6 +589,7 @@ def create_app(
         "max_rows": max_rows,
         "coalesce": coalesce,
         "max_inflight": max_inflight if coalesce else None,
+        "min_inflight": min_inflight if coalesce else None,
         "max_batch_rows": batch_rows if coalesce else None,
     }
     classes = proxy.classes
@@ -640,7 +722,10 @@ def create_app(
                 await proxy.query([[0.0] * proxy.width])
             except _Refusal as refusal:
                 raise HTTPException(refusal.status, refusal.detail) from None
+        fastest = proxy.limit.fastest
         counts = {
+            "inflight_limit": proxy.limit.value if coalesce else None,
+            "upstream_fastest_ms": fastest * 1e3 if coalesce and fastest < float("inf") else None,
             "requests": proxy.requests,
             "upstream_calls": proxy.upstream_calls,
             "upstream_rows": proxy.upstream_rows,
@@ -656,7 +741,7 @@ def create_app_from_env() -> "FastAPI":
     if missing:
         raise RuntimeError(f"set {' and '.join(missing)} to serve")
     casts = {"timeout": float, "max_rows": int, "max_body_bytes": int, "max_inflight": int}
-    casts.update(max_batch_rows=int, patch_threads=int)
+    casts.update(min_inflight=int, max_batch_rows=int, patch_threads=int)
     casts["coalesce"] = lambda text: text.lower() not in ("0", "false")
     options = {
         name: cast(os.environ[ENV[name]])
@@ -683,6 +768,21 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def uvicorn_options(access_log: bool = True) -> dict[str, Any]:
+    """uvicorn settings for the proxy (:func:`run`; ``benchmarks/proxy_overhead.py`` too).
+
+    No ``Server`` or ``Date`` header on answers, and ``X-Forwarded-For`` is read only for the
+    access log, the one place the client's address goes: without it uvicorn's
+    proxy-headers middleware would wrap every request for nothing.
+    """
+    return {
+        "access_log": access_log,
+        "proxy_headers": access_log,
+        "server_header": False,
+        "date_header": False,
+    }
+
+
 def run(
     eraser_dir: str | Path,
     upstream: str,
@@ -694,7 +794,8 @@ def run(
     max_rows: int = DEFAULT_MAX_ROWS,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     coalesce: bool = True,
-    max_inflight: int = DEFAULT_MAX_INFLIGHT,
+    max_inflight: int | None = None,
+    min_inflight: int = DEFAULT_MIN_INFLIGHT,
     max_batch_rows: int | None = None,
     patch_threads: int | None = DEFAULT_PATCH_THREADS,
     access_log: bool = True,
@@ -712,8 +813,8 @@ def run(
         raise ValueError(f"workers must be at least 1, got {workers}")
     options: dict[str, Any] = {
         "timeout": timeout, "max_rows": max_rows, "max_body_bytes": max_body_bytes,
-        "coalesce": coalesce, "max_inflight": max_inflight, "max_batch_rows": max_batch_rows,
-        "patch_threads": patch_threads,
+        "coalesce": coalesce, "max_inflight": max_inflight, "min_inflight": min_inflight,
+        "max_batch_rows": max_batch_rows, "patch_threads": patch_threads,
     }  # fmt: skip
     app: Any = create_app(eraser_dir, upstream, **options)
     if workers > 1:
@@ -726,7 +827,7 @@ def run(
         app = "ruleeraser.serve:create_app_from_env"
     config = uvicorn.Config(
         app, host=host, port=port, workers=workers, factory=workers > 1,
-        access_log=access_log, log_level=log_level,
+        log_level=log_level, **uvicorn_options(access_log),
     )  # fmt: skip
     sock = _listen(host, port)
     logging.getLogger("uvicorn.error").info(
@@ -752,6 +853,7 @@ def _serve_command(args: argparse.Namespace) -> int:
             max_body_bytes=args.max_body_bytes,
             coalesce=not args.no_coalesce,
             max_inflight=args.max_inflight,
+            min_inflight=args.min_inflight,
             max_batch_rows=args.max_batch_rows,
             patch_threads=args.patch_threads,
             access_log=not args.no_access_log,
@@ -793,10 +895,17 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         help=f"largest request body; larger answer 413 ({DEFAULT_MAX_BODY_BYTES})",
     )  # fmt: skip
     p.add_argument(
-        "--max-inflight", type=int, default=DEFAULT_MAX_INFLIGHT,
-        help="most upstream calls out at once; requests that arrive meanwhile wait and go "
-        f"together in the next call ({DEFAULT_MAX_INFLIGHT}; raise it to what the model "
-        "serves in parallel)",
+        "--max-inflight", type=int, default=None,
+        help="most upstream calls out at once; requests that arrive while the calls allowed "
+        "are busy wait and go together in the next one. The limit moves between "
+        "--min-inflight and this with the calls' times: up while they stay near the fastest "
+        "(the model serves them in parallel), down when they grow with the calls out (it "
+        f"serves one at a time) ({DEFAULT_MAX_CONNECTIONS}, the upstream connections)",
+    )  # fmt: skip
+    p.add_argument(
+        "--min-inflight", type=int, default=DEFAULT_MIN_INFLIGHT,
+        help=f"fewest upstream calls the limit goes down to ({DEFAULT_MIN_INFLIGHT}; equal "
+        "to --max-inflight: a fixed limit)",
     )  # fmt: skip
     p.add_argument(
         "--max-batch-rows", type=int, default=None,
