@@ -3,19 +3,22 @@
     python benchmarks/proxy_overhead.py [--requests N] [--rounds R] [--concurrency 16]
                                         [--rows-per-request K] [--seed S]
                                         [--upstream-latency-ms MS] [--no-coalesce]
-                                        [--max-inflight N] [--max-batch-rows N]
+                                        [--max-inflight N] [--min-inflight N]
+                                        [--max-batch-rows N]
 
 Three processes: this one (the load client: one httpx client per concurrent worker), the
 example upstream (a scikit-learn logistic regression behind uvicorn) and the fair proxy
 (``ruleeraser.serve.create_app`` behind uvicorn, aiohttp to the upstream), both servers with
-one worker, no access log, on 127.0.0.1 ephemeral ports (sockets of protocol IPPROTO_TCP, so
-that connections get TCP_NODELAY). Separate processes, not threads: each gets its own
+one worker and the proxy's uvicorn settings (``ruleeraser.serve.uvicorn_options``, no access
+log), on 127.0.0.1 ephemeral ports (sockets of protocol IPPROTO_TCP, so that connections get
+TCP_NODELAY). Separate processes, not threads: each gets its own
 interpreter lock, as in deployment, and the OS shares the cores among them. On a 2-core
 machine the three compete for CPU, so the CPU time each spends per request is printed too.
 
 The proxy coalesces concurrent requests into shared upstream calls unless ``--no-coalesce``;
 the upstream calls it made per client request (from its ``/healthz`` counts) are printed for
-every proxy round (1.00 without coalescing).
+every proxy round (1.00 without coalescing), with the in-flight limit it had learnt by the
+round's end.
 
 Each round sends the same N requests (the same bodies) at the same concurrency straight to
 the upstream and through the proxy, alternating which goes first; latencies are pooled over
@@ -61,6 +64,8 @@ def serve(role: str, args: argparse.Namespace) -> None:
     """Child process: serve the upstream or the proxy on an ephemeral port, printed first."""
     import uvicorn
 
+    from ruleeraser.serve import uvicorn_options
+
     if role == "upstream":
         from ruleeraser.example_upstream import create_upstream_app, make_demo
 
@@ -71,13 +76,16 @@ def serve(role: str, args: argparse.Namespace) -> None:
         from ruleeraser.serve import create_app
 
         options = {"coalesce": not args.no_coalesce, "max_batch_rows": args.max_batch_rows}
-        if args.max_inflight is not None:
-            options["max_inflight"] = args.max_inflight
+        for name in ("max_inflight", "min_inflight"):
+            if getattr(args, name) is not None:
+                options[name] = getattr(args, name)
         app = create_app(args.eraser, args.upstream, **options)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
     print(sock.getsockname()[1], flush=True)
-    config = uvicorn.Config(app, access_log=False, log_level="warning")
+    # Both servers with the proxy's settings (no access log), so that the upstream is not
+    # slower than the proxy for its uvicorn settings alone.
+    config = uvicorn.Config(app, log_level="warning", **uvicorn_options(access_log=False))
     uvicorn.Server(config).run(sockets=[sock])
 
 
@@ -150,10 +158,10 @@ async def load(
     return np.array(latencies), time.perf_counter() - start_time, errors
 
 
-async def upstream_counts(client: httpx.AsyncClient, url: str) -> tuple[int, int]:
-    """The proxy's upstream calls and prediction requests so far (its ``/healthz``)."""
+async def upstream_counts(client: httpx.AsyncClient, url: str) -> tuple[int, int, Any]:
+    """The proxy's upstream calls, prediction requests so far and in-flight limit (``/healthz``)."""
     health = (await client.get(url)).raise_for_status().json()
-    return health["upstream_calls"], health["requests"]
+    return health["upstream_calls"], health["requests"], health.get("inflight_limit")
 
 
 def ms(seconds: float) -> str:
@@ -195,8 +203,9 @@ async def bench(
             "direct": [], "proxy": []
         }  # fmt: skip
         calls_per_request: list[float] = []
+        limits: list[Any] = []
         print(f"\n{'round':>5} {'target':>6} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>7} "
-              f"{'errors':>6} {'calls/req':>9}   CPU µs/request: "
+              f"{'errors':>6} {'calls/req':>9} {'limit':>5}   CPU µs/request: "
               "client upstream proxy")  # fmt: skip
         for r in range(args.rounds):
             for target in ["direct", "proxy"][:: 1 if r % 2 == 0 else -1]:
@@ -209,18 +218,20 @@ async def bench(
                     name: (cpu_seconds(pid) - cpu0[name]) / max(len(lat), 1) * 1e6
                     for name, pid in pids.items()
                 }
-                calls = ""
+                calls = limit = ""
                 if target == "proxy":
                     counts = await upstream_counts(pools["proxy"][0], urls["counts"])
                     calls_per_request.append(
                         (counts[0] - counts0[0]) / max(counts[1] - counts0[1], 1)
                     )
                     calls = f"{calls_per_request[-1]:.2f}"
+                    limits.append(counts[2])
+                    limit = "-" if counts[2] is None else str(counts[2])
                 results[target].append((lat, elapsed, errors, cpu))
                 print(
                     f"{r + 1:>5} {target:>6} {ms(np.percentile(lat, 50)):>7} "
                     f"{ms(np.percentile(lat, 99)):>7} {len(lat) / elapsed:>7.0f} {errors:>6} "
-                    f"{calls:>9}   {cpu['client']:>6.0f} {cpu['upstream']:>8.0f} "
+                    f"{calls:>9} {limit:>5}   {cpu['client']:>6.0f} {cpu['upstream']:>8.0f} "
                     f"{cpu['proxy']:>5.0f}"
                 )
     summary, cpu_total = {}, {}
@@ -234,7 +245,8 @@ async def bench(
         cpu_total[target] = sum(cpu.values())
         calls = (
             f"{np.median(calls_per_request):.2f} upstream calls/request [rounds "
-            f"{min(calls_per_request):.2f}-{max(calls_per_request):.2f}]; "
+            f"{min(calls_per_request):.2f}-{max(calls_per_request):.2f}], in-flight limit "
+            f"at the rounds' ends {'/'.join(map(str, limits))}; "
             if target == "proxy"
             else ""
         )
@@ -287,6 +299,10 @@ def main() -> int:
         help="the proxy's upstream calls out at once when coalescing (its default)",
     )  # fmt: skip
     parser.add_argument(
+        "--min-inflight", type=int, default=None,
+        help="the fewest the proxy's learnt in-flight limit goes down to (its default)",
+    )  # fmt: skip
+    parser.add_argument(
         "--max-batch-rows", type=int, default=None,
         help="the proxy's most rows per coalesced call (its default)",
     )  # fmt: skip
@@ -307,8 +323,11 @@ def main() -> int:
     eraser = Eraser(demo.model, random_state=args.seed)
     eraser.fit(demo.X_calib, demo.y_calib, bias=demo.bias_calib)
     mode = "without coalescing" if args.no_coalesce else "coalescing"
-    if not args.no_coalesce and (args.max_inflight or args.max_batch_rows):
-        mode += f" (max inflight {args.max_inflight}, max batch rows {args.max_batch_rows})"
+    if not args.no_coalesce and (args.max_inflight or args.min_inflight or args.max_batch_rows):
+        mode += (
+            f" (max inflight {args.max_inflight}, min inflight {args.min_inflight}, "
+            f"max batch rows {args.max_batch_rows})"
+        )
     print(
         f"seed {args.seed}; {args.rounds} rounds x {args.requests} requests per target, "
         f"concurrency {args.concurrency}, {args.rows_per_request} row(s) per request, "
@@ -328,7 +347,7 @@ def main() -> int:
             procs.append(up)
             upstream = f"http://127.0.0.1:{up_port}/predict"
             proxy_options = ["--no-coalesce"] if args.no_coalesce else []
-            for name in ("max_inflight", "max_batch_rows"):
+            for name in ("max_inflight", "min_inflight", "max_batch_rows"):
                 if getattr(args, name) is not None:
                     proxy_options += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
             px, px_port = start("proxy", "--eraser", tmp, "--upstream", upstream, *proxy_options)
