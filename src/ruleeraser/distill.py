@@ -16,7 +16,8 @@ for coloured MNIST). The paper is silent; we fill them from an additive model in
 ``mu[i, b] ~ t[i] + c[b]`` (target effect plus bias effect, the decomposition Eq. 1 assumes),
 least-squares fitted to the cells that do have samples (weighted by their counts) and solved
 with the minimum-norm solution when the observed cells do not pin every effect down. An
-:class:`EmptyCellWarning` lists the cells filled.
+:class:`EmptyCellWarning` lists the cells filled. ``benchmarks/empty_cells.py`` measures this
+fill against others on coloured MNIST, where 85 of 100 cells are empty.
 """
 
 from __future__ import annotations
