@@ -20,12 +20,12 @@ from ruleeraser.patch import MLP, FitReport, RuleMixture, fit_module
 from ruleeraser.remove import remove_log
 
 Rule = Literal["sample", "group"]
+PatchSpec = str | nn.Module | Callable[[int, int], nn.Module]
 
 #: Default patch mini-batch rows for tabular and image inputs: a calibration set of a few
 #: hundred images needs more than a handful of steps per epoch (BatchNorm's running
 #: statistics lag behind, and early stopping fires before the patch has learnt anything).
 TABLE_BATCH, IMAGE_BATCH = 256, 32
-PatchSpec = str | nn.Module | Callable[[int, int], nn.Module]
 
 
 class Eraser:

@@ -236,14 +236,14 @@ class _Proxy:
         coalesce: bool = True,
         max_inflight: int = DEFAULT_MAX_CONNECTIONS,
         min_inflight: int = DEFAULT_MIN_INFLIGHT,
-        max_batch_rows: int | None = None,
+        max_batch_rows: int = DEFAULT_MAX_ROWS,
     ) -> None:
         self.eraser = eraser
         self.upstream = upstream
         self.max_rows = max_rows
         self.coalesce = coalesce
         self.limit = _InflightLimit(min_inflight, max_inflight)
-        self.max_batch_rows = max_rows if max_batch_rows is None else max_batch_rows
+        self.max_batch_rows = max_batch_rows
         self.width = int(np.prod(eraser.input_shape_))
         self.classes = eraser.classes_.tolist()
         self.requests = self.upstream_calls = self.upstream_rows = 0  # predictions only
@@ -343,16 +343,16 @@ class _Proxy:
             if len(batch) == 1:
                 batch[0].fail(exc.status, exc.detail)
                 return None
-            good = []
+            good, outputs = [], []
             for item in batch:
                 try:
-                    self._patch_log_proba([item])
+                    outputs.append(self._patch_log_proba([item]))
                     good.append(item)
                 except _Refusal as refusal:
                     item.fail(refusal.status, refusal.detail)
             if not good:
                 return None
-            batch, log_g = good, self._patch_log_proba(good)
+            batch, log_g = good, [np.concatenate(p) for p in zip(*outputs, strict=True)]
         instances = (
             batch[0].instances
             if len(batch) == 1
