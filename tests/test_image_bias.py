@@ -20,9 +20,11 @@ from ruleeraser.experiments.corruption_bias import (
 )
 from ruleeraser.experiments.datasets import Split
 from ruleeraser.experiments.image_bias import (
+    COPY_SHIFT,
     BiasedImages,
     load_mnist,
     make_dataset,
+    pool_copies,
     read_idx,
     read_image_folder,
     to_rgb,
@@ -391,3 +393,49 @@ def test_biased_images_validates_parts(twobias):
             bias_names=["background"],
             bias_labels=[["blue", "red"]],
         )
+
+
+# ---------------------------------------------------------------------------- pool copies
+
+
+def test_pool_copies_shift_each_copy_within_the_border():
+    rng = np.random.default_rng(0)
+    images = np.zeros((4, 12, 12), np.uint8)
+    images[:, 4:8, 4:8] = np.arange(1, 5, dtype=np.uint8)[:, None, None]  # a square per image
+    idx, out = pool_copies(images, np.array([2, 0]), 50, rng)
+    assert list(idx) == [2] * 50 + [0] * 50
+    for i, copy in zip(idx, out, strict=True):
+        rows, cols = np.nonzero(copy)
+        assert (copy[rows, cols] == i + 1).all() and len(rows) == 16  # moved, not cropped
+        dy, dx = rows.min() - 4, cols.min() - 4
+        assert max(abs(dy), abs(dx)) <= COPY_SHIFT
+    assert len({(r.tobytes()) for r in out}) > 10  # copies differ from each other
+    same_idx, same = pool_copies(images, np.array([1, 3]), 1, rng)
+    np.testing.assert_array_equal(same, images[[1, 3]])
+    with pytest.raises(ValueError, match="positive integer"):
+        pool_copies(images, np.array([0]), 0, rng)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda copies: coloured_mnist(alignment=0.9, seed=1, n_per_class=30, copies=copies),
+        lambda copies: two_bias_mnist(alignment=0.9, seed=1, n_per_class=30, copies=copies),
+        lambda copies: corrupted_mnist(alignment=0.9, seed=1, n_per_class=30, copies=copies),
+    ],
+    ids=["coloured", "two-biases", "corrupted"],
+)
+def test_copies_repeat_the_pool_with_fresh_bias_draws(build):
+    one, three = build(1), build(3)
+    for part in ("train", "calibration"):
+        a, b = getattr(one.splits, part), getattr(three.splits, part)
+        assert len(b.y) == 3 * len(a.y)
+        _, counts = np.unique(b.index, return_counts=True)
+        assert (counts == 3).all()  # every pool digit three times
+        bias = b.bias.reshape(len(b.y), -1)
+        for column in bias.T:  # the aligned bias value is the target index
+            assert_share(column == b.y, 0.9)  # alignment holds over the copies
+    pool = np.concatenate([three.splits.train.index, three.splits.calibration.index])
+    assert not set(pool) & set(three.splits.test.index)  # copies stay in their part
+    test_one, test_three = one.splits.test, three.splits.test
+    assert len(test_three.y) == len(test_one.y)  # test images are never copied

@@ -22,6 +22,7 @@ from ruleeraser.experiments.image_bias import (
     every_bias,
     make_dataset,
     mnist_digits,
+    pool_copies,
     split_pool,
 )
 
@@ -63,6 +64,7 @@ def coloured_mnist(
     seed: int | np.random.Generator = 0,
     test_size: float = 0.2,
     n_per_class: int | None = None,
+    copies: int = 1,
 ) -> BiasedImages:
     """Coloured MNIST, 3x28x28, 10 digit classes, bias = background colour (10 values).
 
@@ -71,7 +73,9 @@ def coloured_mnist(
     ``test_size`` share of the digits is the test part, each test digit in all 10 colours; the rest
     is split 5/6 train, 1/6 calibration, with ``alignment`` of each class on its own colour.
     With ``alignment=0.99`` most of the 100 (digit, colour) cells of the calibration set are
-    empty, as in strongly biased real data.
+    empty, as in strongly biased real data. ``copies`` > 1 repeats every train and calibration
+    digit that many times, shifted, each copy with its own colour
+    (:func:`~ruleeraser.experiments.image_bias.pool_copies`).
     """
     check_alignment(alignment)
     rng = np.random.default_rng(seed)
@@ -81,10 +85,12 @@ def coloured_mnist(
     for part, idx in split_pool(labels, rng, test_size=test_size).items():
         if part == "test":
             idx, colour = every_bias(idx, n_colours)
+            grey = digits[idx]
         else:
+            idx, grey = pool_copies(digits, idx, copies, rng)
             colour = aligned_bias(labels[idx], n_colours, alignment, rng)
         y = labels[idx]
-        X = colour_backgrounds(digits[idx], colour)
+        X = colour_backgrounds(grey, colour)
         parts[part] = Split(X=X, y=y, bias=colour, index=keep[idx])
     return make_dataset(
         "coloured-mnist",

