@@ -48,7 +48,7 @@ def test_table1_image_task_runs_end_to_end(monkeypatch):
 def test_table3_measures_each_patch_and_both(monkeypatch):
     monkeypatch.setitem(table1.IMAGE_TRAINING, "epochs", 3)
     monkeypatch.setitem(table1.IMAGE_PATCH, "max_epochs", 5)
-    summary = table3.run_one(0, alignment=0.95, n_per_class=40)
+    summary = table3.run_one(0, alignment=0.95, n_per_class=40, copies=2)
     assert list(summary) == list(table3.METHODS)
     for row in summary.values():
         assert row["bias_mean"] == pytest.approx((row["bias_background"] + row["bias_object"]) / 2)

