@@ -183,11 +183,10 @@ def test_command_line_needs_no_bench_dependencies():
 
 
 def test_every_method_runs_on_coloured_mnist(monkeypatch):
-    from ruleeraser.experiments import table1
     from ruleeraser.experiments.coloured_mnist import coloured_mnist
 
-    monkeypatch.setitem(table1.IMAGE_TRAINING, "epochs", 1)
-    monkeypatch.setitem(table1.IMAGE_PATCH, "max_epochs", 2)
+    monkeypatch.setitem(table4.CMNIST_TRAINING, "epochs", 1)
+    monkeypatch.setitem(table4.CMNIST_PATCH, "max_epochs", 2)
     splits = coloured_mnist(alignment=0.95, seed=0, n_per_class=30).splits
     summary = table4.run_one(splits, 0)
     assert set(summary) == {"none", "eraser", *BASELINES}
