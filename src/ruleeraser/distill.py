@@ -11,13 +11,14 @@ where ``mu[i, b]`` is the mean log-output over calibration samples with target `
 target, so each bias value has one *group rule* ``r_b = softmax(mean_i mu[i, b])``: the
 class-balanced mean of the model's log-output on that bias group.
 
-Empty cells. On strongly biased data some ``(i, b)`` have no calibration sample (most of them
-for coloured MNIST). The paper is silent; we fill them from an additive model in log space,
-``mu[i, b] ~ t[i] + c[b]`` (target effect plus bias effect, the decomposition Eq. 1 assumes),
-least-squares fitted to the cells that do have samples (weighted by their counts) and solved
-with the minimum-norm solution when the observed cells do not pin every effect down. An
-:class:`EmptyCellWarning` lists the cells filled. ``benchmarks/empty_cells.py`` measures this
-fill against others on coloured MNIST, where 85 of 100 cells are empty.
+Empty cells. On strongly biased data some ``(i, b)`` have no calibration sample (36-41 of 100
+for Table I's coloured MNIST, 85 without its copies). The paper is silent; we fill them from
+an additive model in log space, ``mu[i, b] ~ t[i] + c[b]`` (target effect plus bias effect,
+the decomposition Eq. 1 assumes), least-squares fitted to the cells that do have samples
+(weighted by their counts) and solved with the minimum-norm solution when the observed cells
+do not pin every effect down. An :class:`EmptyCellWarning` lists the cells filled.
+``benchmarks/empty_cells.py`` measures this fill against others on coloured MNIST: it comes
+within 3 points of a rule with no empty cell.
 """
 
 from __future__ import annotations
