@@ -1,13 +1,14 @@
 """What the empty-cell fallback does: group rules on coloured MNIST, where most cells are empty.
 
-    python benchmarks/empty_cells.py [--alignment 0.99] [--seeds 3] [--epochs 2] [--copies 12]
+    python benchmarks/empty_cells.py [--alignment 0.99] [--seeds 3] [--epochs 3] [--copies 12]
 
 At 99% alignment the calibration set (670 digits, 8,040 images with table1's 12 copies)
 holds hundreds of images in each of the 10 aligned (digit, colour) cells and one or none in
-most of the other 90, so many ``mu[i, b]`` of Eq. 17 must be filled. Per seed: train the vanilla CNN of ``reproduce table1`` on the training part,
-query it on the calibration and test parts, fill the empty cells in several ways, and subtract
-the group rule of each test image's *true* colour (the oracle of Table I: what a perfect patch
-reaches with that rule). Fills compared:
+most of the other 90, so many ``mu[i, b]`` of Eq. 17 must be filled. Per seed: train the
+vanilla CNN of ``reproduce table1`` on the training part, query it on the calibration and test
+parts, fill the empty cells in several ways, and subtract the group rule of each test image's
+*true* colour (the oracle of Table I: what a perfect patch reaches with that rule). Fills
+compared:
 
 - ``additive`` (the default, :func:`ruleeraser.distill.fill_empty_cells`): ``t[i] + c[b]``
   least-squares fitted to the observed cells, minimum-norm where they do not pin it down;
