@@ -75,11 +75,14 @@ def serve(role: str, args: argparse.Namespace) -> None:
     else:
         from ruleeraser.serve import create_app
 
-        options = {"coalesce": not args.no_coalesce, "max_batch_rows": args.max_batch_rows}
-        for name in ("max_inflight", "min_inflight"):
-            if getattr(args, name) is not None:
-                options[name] = getattr(args, name)
-        app = create_app(args.eraser, args.upstream, **options)
+        app = create_app(
+            args.eraser,
+            args.upstream,
+            coalesce=not args.no_coalesce,
+            max_inflight=args.max_inflight,
+            min_inflight=args.min_inflight,
+            max_batch_rows=args.max_batch_rows,
+        )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
     print(sock.getsockname()[1], flush=True)
@@ -277,6 +280,8 @@ async def bench(
 
 
 def main() -> int:
+    from ruleeraser.serve import DEFAULT_MIN_INFLIGHT
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="requests per target per round")
     parser.add_argument("--rounds", type=int, default=4, help="rounds, alternating the order")
@@ -299,8 +304,9 @@ def main() -> int:
         help="the proxy's upstream calls out at once when coalescing (its default)",
     )  # fmt: skip
     parser.add_argument(
-        "--min-inflight", type=int, default=None,
-        help="the fewest the proxy's learnt in-flight limit goes down to (its default)",
+        "--min-inflight", type=int, default=DEFAULT_MIN_INFLIGHT,
+        help="the fewest the proxy's learnt in-flight limit goes down to "
+        f"({DEFAULT_MIN_INFLIGHT}, its default)",
     )  # fmt: skip
     parser.add_argument(
         "--max-batch-rows", type=int, default=None,

@@ -409,8 +409,8 @@ def test_pool_copies_shift_each_copy_within_the_border():
         assert (copy[rows, cols] == i + 1).all() and len(rows) == 16  # moved, not cropped
         dy, dx = rows.min() - 4, cols.min() - 4
         assert max(abs(dy), abs(dx)) <= COPY_SHIFT
-    assert len({(r.tobytes()) for r in out}) > 10  # copies differ from each other
-    same_idx, same = pool_copies(images, np.array([1, 3]), 1, rng)
+    assert len({r.tobytes() for r in out}) > 10  # copies differ from each other
+    _, same = pool_copies(images, np.array([1, 3]), 1, rng)
     np.testing.assert_array_equal(same, images[[1, 3]])
     with pytest.raises(ValueError, match="positive integer"):
         pool_copies(images, np.array([0]), 0, rng)

@@ -233,10 +233,10 @@ class _Proxy:
         upstream: _Upstream,
         max_rows: int,
         *,
-        coalesce: bool = True,
-        max_inflight: int = DEFAULT_MAX_CONNECTIONS,
-        min_inflight: int = DEFAULT_MIN_INFLIGHT,
-        max_batch_rows: int = DEFAULT_MAX_ROWS,
+        coalesce: bool,
+        max_inflight: int,
+        min_inflight: int,
+        max_batch_rows: int,
     ) -> None:
         self.eraser = eraser
         self.upstream = upstream

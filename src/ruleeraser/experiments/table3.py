@@ -11,8 +11,7 @@ bias, and the test set is measured with no patch (``none``), each patch alone
 model's output after the background patch is removed (the deployed model's log-output is not
 additive in the two shortcuts: saturated by the background, it hides how much it leans on the
 object). Each bias's model bias (EqualOdds over its groups) and their average; average and
-worst accuracy
-over the (target, background, object) groups.
+worst accuracy over the (target, background, object) groups.
 """
 
 from __future__ import annotations
