@@ -2,18 +2,22 @@
 
     python benchmarks/proxy_overhead.py [--requests N] [--rounds R] [--concurrency 16]
                                         [--rows-per-request K] [--seed S]
+                                        [--client aiohttp|httpx]
                                         [--upstream-latency-ms MS] [--no-coalesce]
                                         [--max-inflight N] [--min-inflight N]
                                         [--max-batch-rows N]
 
-Three processes: this one (the load client: one httpx client per concurrent worker), the
-example upstream (a scikit-learn logistic regression behind uvicorn) and the fair proxy
+Three processes: this one (the load client: aiohttp, one connection per concurrent worker;
+``--client httpx`` for one httpx client per worker, about 4x the client's CPU), the example
+upstream (a scikit-learn logistic regression behind uvicorn) and the fair proxy
 (``ruleeraser.serve.create_app`` behind uvicorn, aiohttp to the upstream), both servers with
 one worker and the proxy's uvicorn settings (``ruleeraser.serve.uvicorn_options``, no access
 log), on 127.0.0.1 ephemeral ports (sockets of protocol IPPROTO_TCP, so that connections get
 TCP_NODELAY). Separate processes, not threads: each gets its own
 interpreter lock, as in deployment, and the OS shares the cores among them. On a 2-core
-machine the three compete for CPU, so the CPU time each spends per request is printed too.
+machine the three compete for CPU, so the CPU time each spends per request is printed too, and
+the cores each kept busy: a process near 1.00 is the bottleneck, whether a server or the client
+(httpx's client kept a core busy in the direct runs, which then measured the client).
 
 The proxy coalesces concurrent requests into shared upstream calls unless ``--no-coalesce``;
 the upstream calls it made per client request (from its ``/healthz`` counts) are printed for
@@ -39,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,31 +138,69 @@ async def wait_healthy(client: httpx.AsyncClient, url: str, wait: float = 30.0) 
         await asyncio.sleep(0.1)
 
 
-async def load(
-    clients: list[httpx.AsyncClient], url: str, bodies: list[bytes], n: int, seconds: float
-) -> tuple[np.ndarray, float, int]:
-    """Send ``n`` POSTs (at most ``seconds``) from one worker per client, concurrently.
+Post = Callable[[int, str, bytes], Awaitable[int]]
 
-    One client per worker: httpcore's shared pool costs each request O(connections^2) work
-    and retries (encode/httpcore#1035), which would load the client more than the servers.
+
+async def load_client(kind: str, concurrency: int, stack: contextlib.AsyncExitStack) -> Post:
+    """``post(worker, url, body) -> status`` for ``concurrency`` workers, with ``kind``'s client.
+
+    aiohttp (default): one session with a connection per worker; it costs the client about a
+    quarter of httpx's CPU per request, so that the load generator, on the same cores, takes
+    less of what the servers would use. httpx: one client per worker, since httpcore's shared
+    pool costs each request O(connections^2) work and retries (encode/httpcore#1035).
+    """
+    if kind == "httpx":
+        single = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        clients = [
+            await stack.enter_async_context(httpx.AsyncClient(limits=single, timeout=30))
+            for _ in range(concurrency)
+        ]
+
+        async def post_httpx(worker: int, url: str, body: bytes) -> int:
+            return (await clients[worker].post(url, content=body, headers=JSON)).status_code
+
+        return post_httpx
+    import aiohttp
+
+    session = await stack.enter_async_context(
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=concurrency),
+            timeout=aiohttp.ClientTimeout(total=30),
+            skip_auto_headers=("User-Agent",),
+        )
+    )
+
+    async def post_aiohttp(worker: int, url: str, body: bytes) -> int:
+        async with session.post(url, data=body, headers=JSON) as answer:
+            await answer.read()
+            return answer.status
+
+    return post_aiohttp
+
+
+async def load(
+    post: Post, concurrency: int, url: str, bodies: list[bytes], n: int, seconds: float
+) -> tuple[np.ndarray, float, int]:
+    """Send ``n`` POSTs (at most ``seconds``) from ``concurrency`` workers.
+
     Returns the latencies (s), the elapsed time (s) and the number of non-200 answers.
     """
     latencies: list[float] = []
     errors = sent = 0
     deadline = time.perf_counter() + seconds
 
-    async def worker(client: httpx.AsyncClient) -> None:
+    async def worker(index: int) -> None:
         nonlocal sent, errors
         while sent < n and time.perf_counter() < deadline:
             body = bodies[sent % len(bodies)]
             sent += 1
             t0 = time.perf_counter()
-            answer = await client.post(url, content=body, headers=JSON)
+            status = await post(index, url, body)
             latencies.append(time.perf_counter() - t0)
-            errors += answer.status_code != 200
+            errors += status != 200
 
     start_time = time.perf_counter()
-    await asyncio.gather(*(worker(client) for client in clients))
+    await asyncio.gather(*(worker(i) for i in range(concurrency)))
     return np.array(latencies), time.perf_counter() - start_time, errors
 
 
@@ -183,24 +226,23 @@ async def bench(
         httpx.Request("POST", "/", json={"instances": rows[i : i + k].tolist()}).read()
         for i in range(0, len(rows) - k + 1, k)
     ]
-    single = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     async with contextlib.AsyncExitStack() as stack:
-        pools = {
-            target: [
-                await stack.enter_async_context(httpx.AsyncClient(limits=single, timeout=30))
-                for _ in range(args.concurrency)
-            ]
+        control = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
+        posts = {
+            target: await load_client(args.client, args.concurrency, stack)
             for target in ("direct", "proxy")
         }
-        await wait_healthy(pools["proxy"][0], urls["health"])
+        await wait_healthy(control, urls["health"])
         check = rows[:200]
-        answer = await pools["proxy"][0].post(urls["proxy"], json={"instances": check.tolist()})
+        answer = await control.post(urls["proxy"], json={"instances": check.tolist()})
         answer.raise_for_status()
         diff = np.abs(np.array(answer.json()["predictions"]) - eraser.predict_proba(check)).max()
         print(f"fair probabilities through the proxy vs Eraser.predict_proba on 200 rows: "
               f"max |difference| = {diff:.1e}")  # fmt: skip
-        for target, clients in pools.items():
-            await load(clients, urls[target], bodies, args.warmup, args.phase_seconds)
+        for target, post in posts.items():
+            await load(
+                post, args.concurrency, urls[target], bodies, args.warmup, args.phase_seconds
+            )
 
         results: dict[str, list[tuple[np.ndarray, float, int, dict[str, float]]]] = {
             "direct": [], "proxy": []
@@ -212,18 +254,19 @@ async def bench(
               "client upstream proxy")  # fmt: skip
         for r in range(args.rounds):
             for target in ["direct", "proxy"][:: 1 if r % 2 == 0 else -1]:
-                counts0 = await upstream_counts(pools["proxy"][0], urls["counts"])
+                counts0 = await upstream_counts(control, urls["counts"])
                 cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 lat, elapsed, errors = await load(
-                    pools[target], urls[target], bodies, args.requests, args.phase_seconds
-                )
+                    posts[target], args.concurrency, urls[target], bodies, args.requests,
+                    args.phase_seconds,
+                )  # fmt: skip
                 cpu = {
                     name: (cpu_seconds(pid) - cpu0[name]) / max(len(lat), 1) * 1e6
                     for name, pid in pids.items()
                 }
                 calls = limit = ""
                 if target == "proxy":
-                    counts = await upstream_counts(pools["proxy"][0], urls["counts"])
+                    counts = await upstream_counts(control, urls["counts"])
                     calls_per_request.append(
                         (counts[0] - counts0[0]) / max(counts[1] - counts0[1], 1)
                     )
@@ -246,6 +289,10 @@ async def bench(
         summary[target] = (np.percentile(pooled, 50), np.percentile(pooled, 99), rps)
         cpu = {name: np.median([c[name] for *_, c in runs]) for name in pids}
         cpu_total[target] = sum(cpu.values())
+        busy = {  # cores each process kept busy: 1.00 is all that one process can use
+            name: np.median([c[name] * len(lat) / elapsed / 1e6 for lat, elapsed, _, c in runs])
+            for name in pids
+        }
         calls = (
             f"{np.median(calls_per_request):.2f} upstream calls/request [rounds "
             f"{min(calls_per_request):.2f}-{max(calls_per_request):.2f}], in-flight limit "
@@ -259,6 +306,8 @@ async def bench(
             f"{np.median(rps):.0f} req/s [rounds {rps.min():.0f}-{rps.max():.0f}], "
             f"{sum(e for *_, e, _ in runs)} errors; {calls}CPU µs/request "
             + ", ".join(f"{name} {value:.0f}" for name, value in cpu.items())
+            + "; busy cores "
+            + ", ".join(f"{name} {value:.2f}" for name, value in busy.items())
         )
     d50, p50 = summary["direct"][0], summary["proxy"][0]
     ratios = summary["proxy"][2] / summary["direct"][2]
@@ -272,7 +321,7 @@ async def bench(
         f"req/s (ratio {cpu_total['direct'] / cpu_total['proxy']:.2f})"
     )
     print(
-        f"overhead: p50 +{ms(p50 - d50)} ms (bar <= {BAR_P50_MS:g} ms: "
+        f"overhead: p50 {(p50 - d50) * 1e3:+.2f} ms (bar <= {BAR_P50_MS:g} ms: "
         f"{verdict[(p50 - d50) * 1e3 <= BAR_P50_MS]}); req/s ratio {ratio:.2f} [paired rounds "
         f"{ratios.min():.2f}-{ratios.max():.2f}] (bar >= {BAR_RPS_RATIO:.2f}: "
         f"{verdict[ratio >= BAR_RPS_RATIO]})"
@@ -288,6 +337,10 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rows-per-request", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--client", choices=["aiohttp", "httpx"], default="aiohttp",
+        help="the load client's HTTP library (aiohttp: about a quarter of httpx's CPU)",
+    )  # fmt: skip
     parser.add_argument("--warmup", type=int, default=500, help="requests per target first")
     parser.add_argument("--phase-seconds", type=float, default=60.0, help="cap per load phase")
     parser.add_argument(
