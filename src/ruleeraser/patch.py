@@ -152,7 +152,7 @@ def fit_module(
             total += float(value.detach()) * len(batch)
             seen += len(batch)
         held = _evaluate(module, X, target, hold_idx, loss, batch_size)
-        bar.set_postfix(heldout=f"{held:.4f}")
+        bar.set_postfix(heldout=f"{held:.4f}", refresh=False)  # shown at tqdm's pace
         if held < best[0] - 1e-6:
             best = (held, epoch, copy.deepcopy(module.state_dict()), total / seen)
         elif epoch - best[1] >= patience:
