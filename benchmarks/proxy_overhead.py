@@ -393,7 +393,8 @@ def main() -> int:
         f"upstream latency {args.upstream_latency_ms:g} ms, proxy {mode}, "
         f"{args.warmup} warm-up requests\n{os.cpu_count()} CPUs, Python "
         f"{platform.python_version()}, uvicorn on {server_stack()}, load average before start "
-        f"{os.getloadavg()[0]:.2f}; three processes: client, upstream, proxy (1 worker each)"
+        f"{os.getloadavg()[0]:.2f}; three processes: client ({args.client}), upstream, proxy "
+        "(1 worker each)"
     )
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as tmp:
