@@ -8,7 +8,7 @@
                                         [--max-batch-rows N]
 
 Three processes: this one (the load client: aiohttp, one connection per concurrent worker;
-``--client httpx`` for one httpx client per worker, about 4x the client's CPU), the example
+``--client httpx`` for one httpx client per worker, 3-4x the client's CPU), the example
 upstream (a scikit-learn logistic regression behind uvicorn) and the fair proxy
 (``ruleeraser.serve.create_app`` behind uvicorn, aiohttp to the upstream), both servers with
 one worker and the proxy's uvicorn settings (``ruleeraser.serve.uvicorn_options``, no access
@@ -144,8 +144,8 @@ Post = Callable[[int, str, bytes], Awaitable[int]]
 async def load_client(kind: str, concurrency: int, stack: contextlib.AsyncExitStack) -> Post:
     """``post(worker, url, body) -> status`` for ``concurrency`` workers, with ``kind``'s client.
 
-    aiohttp (default): one session with a connection per worker; it costs the client about a
-    quarter of httpx's CPU per request, so that the load generator, on the same cores, takes
+    aiohttp (default): one session with a connection per worker; it costs the client a third
+    to a quarter of httpx's CPU per request, so that the load generator, on the same cores, takes
     less of what the servers would use. httpx: one client per worker, since httpcore's shared
     pool costs each request O(connections^2) work and retries (encode/httpcore#1035).
     """
@@ -339,7 +339,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--client", choices=["aiohttp", "httpx"], default="aiohttp",
-        help="the load client's HTTP library (aiohttp: about a quarter of httpx's CPU)",
+        help="the load client's HTTP library (aiohttp: a third to a quarter of httpx's CPU)",
     )  # fmt: skip
     parser.add_argument("--warmup", type=int, default=500, help="requests per target first")
     parser.add_argument("--phase-seconds", type=float, default=60.0, help="cap per load phase")
