@@ -471,22 +471,24 @@ def test_the_inflight_limit_stays_low_for_an_upstream_serving_one_call_at_a_time
 def test_inflight_limit_rules():
     limit = serve_module._InflightLimit(1, 8, window=4)
     assert limit.value == 2
-    limit.update(0.010, sent_with=2, held_back=True)  # the first call: the fastest so far
+    limit.update(0.010, held_back=True)  # the first call: the fastest so far
     assert limit.value == 3
-    limit.update(0.010, sent_with=3, held_back=False)  # fast, but nobody was waiting
+    limit.update(0.010, held_back=False)  # fast, but nobody was waiting
     assert limit.value == 3
-    limit.update(0.030, sent_with=3, held_back=True)  # waited for two calls ahead
+    limit.update(0.030, held_back=True)  # two thirds of it behind other calls
     assert limit.value == 2
-    limit.update(0.020, sent_with=2, held_back=True)  # one ahead: hold
+    limit.update(0.020, held_back=True)  # half: hold
     assert limit.value == 2 and limit.fastest == 0.010
-    for _ in range(3):  # twice the fastest, alone: nothing to learn
-        limit.update(0.020, sent_with=1, held_back=True)
-    assert limit.value == 2
-    limit.update(0.020, sent_with=1, held_back=True)  # the 10 ms calls are two windows old
-    assert limit.fastest == 0.020 and limit.value == 3
+    limit.update(0.0125, held_back=True)  # a fifth, as 8 parallel calls slowing each other
+    assert limit.value == 3
+    for _ in range(2):  # twice the fastest: hold
+        limit.update(0.020, held_back=True)
+    assert limit.value == 3
+    limit.update(0.020, held_back=True)  # the 10 ms calls are two windows old: 3/8 waited
+    assert limit.fastest == 0.0125 and limit.value == 3
     fixed = serve_module._InflightLimit(3, 3)
-    fixed.update(0.001, sent_with=3, held_back=True)
-    fixed.update(1.0, sent_with=3, held_back=True)
+    fixed.update(0.001, held_back=True)
+    fixed.update(1.0, held_back=True)
     assert fixed.value == 3 and fixed.fastest == 0.001
 
 
