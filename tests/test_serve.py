@@ -5,6 +5,8 @@ import copy
 import inspect
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -144,6 +146,20 @@ def test_end_to_end_on_loopback(demo, eraser, eraser_dir):
     np.testing.assert_allclose(
         answer.json()["predictions"], eraser.predict_proba(rows), rtol=0, atol=1e-12
     )
+
+
+def test_server_libraries_load_with_the_app_not_before_nor_on_the_first_request(eraser_dir):
+    """The command line imports this module without the serve extra; the app, once built,
+    has aiohttp loaded, whose import (~150 ms) would otherwise hold up the first requests."""
+    code = (
+        "import sys; import ruleeraser.serve as s; "
+        "libs = ('aiohttp', 'fastapi', 'uvicorn'); "
+        "print([m for m in libs if m in sys.modules]); "
+        f"s.create_app({str(eraser_dir)!r}, {UPSTREAM!r}); "
+        "print([m for m in libs if m in sys.modules])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "['aiohttp', 'fastapi']"]
 
 
 def test_healthz(demo, eraser_dir):

@@ -54,7 +54,6 @@ from ruleeraser.eraser import Eraser
 from ruleeraser.remove import remove_log
 
 if TYPE_CHECKING:
-    import aiohttp
     from fastapi import FastAPI
 
 DEFAULT_TIMEOUT = 10.0
@@ -127,14 +126,16 @@ class _Upstream:
     """
 
     def __init__(self, url: str, timeout: float, max_connections: int) -> None:
+        import aiohttp  # with the app, not on the first request: the import takes ~150 ms
+
+        self.aiohttp = aiohttp
         self.url, self.timeout, self.max_connections = url, timeout, max_connections
         self.session: aiohttp.ClientSession | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # the session's
 
     async def post(self, body: bytes, timeout: float) -> tuple[int, bytes]:
         """POST ``body`` as JSON within ``timeout`` seconds; the status and the answer body."""
-        import aiohttp
-
+        aiohttp = self.aiohttp
         loop = asyncio.get_running_loop()
         if self.session is None or self.session.closed or self.loop is not loop:
             self.loop = loop
@@ -396,8 +397,6 @@ class _Proxy:
 
     async def query(self, instances: list, timeout: float | None = None) -> np.ndarray:
         """The upstream's probabilities for ``instances``; 502 or 504 when it fails."""
-        import aiohttp
-
         upstream = self.upstream
         try:
             status, content = await upstream.post(
@@ -406,7 +405,7 @@ class _Proxy:
         except TimeoutError:
             log.warning("upstream %s timed out", upstream.url)
             raise _Refusal(504, self._too_slow()) from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except (upstream.aiohttp.ClientError, OSError) as exc:
             log.warning("upstream %s failed: %r", upstream.url, exc)
             raise _Refusal(502, f"upstream unreachable ({type(exc).__name__}: {exc})") from None
         if not 200 <= status < 300:
