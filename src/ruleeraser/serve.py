@@ -129,6 +129,8 @@ class _Upstream:
         import aiohttp  # with the app, not on the first request: the import takes ~150 ms
 
         self.aiohttp = aiohttp
+        #: What :meth:`post` raises when the upstream cannot be reached.
+        self.failures = (aiohttp.ClientError, OSError)
         self.url, self.timeout, self.max_connections = url, timeout, max_connections
         self.session: aiohttp.ClientSession | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # the session's
@@ -405,7 +407,7 @@ class _Proxy:
         except TimeoutError:
             log.warning("upstream %s timed out", upstream.url)
             raise _Refusal(504, self._too_slow()) from None
-        except (upstream.aiohttp.ClientError, OSError) as exc:
+        except upstream.failures as exc:
             log.warning("upstream %s failed: %r", upstream.url, exc)
             raise _Refusal(502, f"upstream unreachable ({type(exc).__name__}: {exc})") from None
         if not 200 <= status < 300:

