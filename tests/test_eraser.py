@@ -102,7 +102,7 @@ def test_bad_inputs_have_clear_errors(setup):
         e.fit(Xc, yc, bias=bc[:10])
     with pytest.raises(ValueError, match="single class"):
         e.fit(Xc, np.zeros_like(yc), bias=bc)
-    with pytest.raises(ValueError, match=r"labels the model does not output: \['7'\]"):
+    with pytest.raises(ValueError, match=r"labels the model does not output: \[7\]"):
         e.fit(Xc, np.where(yc == 1, 7, 0), bias=bc)
     with pytest.raises(ValueError, match="single value"):
         e.fit(Xc, yc, bias=np.zeros_like(bc))

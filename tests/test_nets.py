@@ -7,8 +7,9 @@ from torch import nn
 from ruleeraser import Eraser
 from ruleeraser.experiments.deployed import RECIPES, predict_proba, train_deployed
 from ruleeraser.metrics import group_accuracy
-from ruleeraser.nets import SmallCNN, image_net, resnet18, resnet34, split_batches
-from ruleeraser.patch import fit_module
+from ruleeraser.nets import SmallCNN, image_net, resnet18, resnet34
+from ruleeraser.training import split_batches
+from ruleeraser.training import fit_module
 
 BACKGROUNDS = np.array([[0.8, 0.2, 0.2], [0.2, 0.8, 0.2]], dtype=np.float32)  # b: red, green
 
@@ -109,7 +110,7 @@ def test_cnn_patch_erases_the_colour_rule(images):
 def test_image_patch_save_load_round_trip(images, tmp_path, patch, n):
     (Xc, yc, bc), (Xt, _, _) = images
     model = ColourFollower()
-    eraser = Eraser(model, patch=patch, random_state=0, max_epochs=2, batch_size=32)
+    eraser = Eraser(model, patch=patch, random_state=0, max_epochs=2, patch_batch_size=32)
     eraser.fit(Xc[:n], yc[:n], bias=bc[:n]).save(tmp_path)
     weights = load_file(str(tmp_path / "patches.safetensors"))
     assert any(k.endswith("running_var") for k in weights)  # BatchNorm statistics travel too
@@ -127,7 +128,7 @@ def test_bad_image_inputs_have_clear_errors(images):
 
     with pytest.raises(ValueError, match=r"'cnn' needs image rows of shape \(C, H, W\)"):
         Eraser(never, patch="cnn").fit(flat, yc, bias=bc)
-    with pytest.raises(ValueError, match="unknown patch 'vgg'"):
+    with pytest.raises(ValueError, match="patch must be one of 'mlp'.*got 'vgg'"):
         Eraser(never, patch="vgg").fit(Xc, yc, bias=bc)
     with pytest.raises(ValueError, match="needs image rows"):
         train_deployed("vanilla", flat, yc, bc, seed=0, backbone="resnet18")

@@ -686,7 +686,7 @@ def test_serve_command_reports_a_missing_eraser(tmp_path, capsys):
     add_serve_parser(parser.add_subparsers())
     args = parser.parse_args(["serve", "--eraser", str(tmp_path), "--upstream", UPSTREAM])
     assert args.run(args) == 2
-    assert "does not hold eraser.json" in capsys.readouterr().err
+    assert "does not hold an eraser (eraser.json is missing)" in capsys.readouterr().err
 
 
 def test_serve_is_a_ruleeraser_command(eraser_dir, capsys):

@@ -7,6 +7,7 @@ distribution ``[1 - p, p]`` (the paper's Fig. 10).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -19,6 +20,8 @@ Output = Literal["proba", "logits"]
 
 #: Rows may sum to 1 within this tolerance (float32 models are off by about 1e-7 per class).
 SUM_TOLERANCE = 1e-3
+#: Rows per model call, unless told otherwise.
+DEFAULT_QUERY_BATCH = 4096
 
 
 def check_probabilities(proba: Any, n_expected: int | None = None) -> np.ndarray:
@@ -57,9 +60,27 @@ def _fail_rows(bad: np.ndarray, what: str) -> None:
 class BlackBox:
     """A deployed model reachable only through its outputs.
 
-    ``fn`` maps a batch of inputs to probabilities (``output="proba"``) or to logits
-    (``output="logits"``: softmax over k columns, sigmoid for one column). ``n_queries``
-    counts the rows sent to the model.
+    Parameters
+    ----------
+    fn: maps a batch of inputs to probabilities (``output="proba"``) or to logits
+        (``output="logits"``: softmax over k columns, sigmoid for one column).
+    output: ``"proba"`` or ``"logits"``.
+    query_batch_size: rows per call of ``fn``.
+    classes: the labels of the output columns, if known.
+    batch_size: deprecated name of ``query_batch_size``.
+
+    Attributes
+    ----------
+    n_queries: rows sent to the model so far.
+
+    Example
+    -------
+    >>> box = BlackBox(lambda x: [[0.25, 0.75]] * len(x))
+    >>> box([[1.0], [2.0]])
+    array([[0.25, 0.75],
+           [0.25, 0.75]])
+    >>> box.n_queries
+    2
     """
 
     def __init__(
@@ -67,26 +88,32 @@ class BlackBox:
         fn: Callable[[Any], Any],
         *,
         output: Output = "proba",
-        batch_size: int = 4096,
+        query_batch_size: int = DEFAULT_QUERY_BATCH,
         classes: Any = None,
+        batch_size: int | None = None,
     ) -> None:
+        query_batch_size = _renamed_batch_size(batch_size, query_batch_size)
         if output not in ("proba", "logits"):
             raise ValueError(f"output must be 'proba' or 'logits', got {output!r}")
-        if batch_size < 1:
-            raise ValueError("batch_size must be positive")
+        if isinstance(query_batch_size, bool) or not (
+            isinstance(query_batch_size, int) and query_batch_size >= 1
+        ):
+            raise ValueError(f"query_batch_size must be a positive int, got {query_batch_size!r}")
         self.fn = fn
         self.output = output
-        self.batch_size = batch_size
+        self.query_batch_size = query_batch_size
         self.classes = None if classes is None else np.asarray(classes)
         self.n_queries = 0
 
     def __call__(self, X: Any) -> np.ndarray:
+        """The model's probabilities for the rows of ``X``, float64 ``(n, k)``."""
         n = n_rows(X)
         if n == 0:
             raise ValueError("no rows to query")
         parts = []
-        for start in range(0, n, self.batch_size):
-            batch = take_rows(X, slice(start, min(start + self.batch_size, n)))
+        step = self.query_batch_size
+        for start in range(0, n, step):
+            batch = take_rows(X, slice(start, min(start + step, n)))
             out = _to_numpy(self.fn(batch))
             if self.output == "logits":
                 out = _logits_to_proba(out)
@@ -124,32 +151,56 @@ class _TorchCall:
         return self.module(x)
 
 
+def _renamed_batch_size(batch_size: int | None, query_batch_size: int) -> int:
+    if batch_size is None:
+        return query_batch_size
+    warnings.warn(
+        "batch_size is deprecated and will be removed in 0.3: use query_batch_size (rows per "
+        "model call)",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return batch_size
+
+
 def as_blackbox(
     model: Any,
     *,
     output: Output | None = None,
-    batch_size: int = 4096,
+    query_batch_size: int = DEFAULT_QUERY_BATCH,
+    batch_size: int | None = None,
 ) -> BlackBox:
     """Wrap a deployed model as a :class:`BlackBox`.
 
-    Accepts a ``BlackBox`` (returned as is), a ``torch.nn.Module`` (logits by default; pass
-    ``output="proba"`` if it already ends in softmax/sigmoid), a scikit-learn style classifier
-    (its ``predict_proba`` and ``classes_``), or any callable returning probabilities
-    (``output="logits"`` if it returns logits).
+        Accepts a ``BlackBox`` (returned as is), a ``torch.nn.Module`` (logits by default; pass
+        ``output="proba"`` if it already ends in softmax/sigmoid), a scikit-learn style classifier
+        (its ``predict_proba`` and ``classes_``), or any callable returning probabilities
+        (``output="logits"`` if it returns logits). ``query_batch_size``: rows per model call
+    (``batch_size``: its deprecated name). A ``BlackBox`` keeps its own.
+
+        Example
+        -------
+        >>> import numpy as np
+        >>> from sklearn.linear_model import LogisticRegression
+        >>> clf = LogisticRegression().fit([[0.0], [1.0]], ["no", "yes"])
+        >>> box = as_blackbox(clf)
+        >>> box.classes.tolist(), box([[0.0], [1.0]]).shape
+        (['no', 'yes'], (2, 2))
     """
     if isinstance(model, BlackBox):
         return model
+    options = {"query_batch_size": _renamed_batch_size(batch_size, query_batch_size)}
     if isinstance(model, torch.nn.Module):
-        return BlackBox(_TorchCall(model), output=output or "logits", batch_size=batch_size)
+        return BlackBox(_TorchCall(model), output=output or "logits", **options)
     if hasattr(model, "predict_proba"):
         return BlackBox(
             model.predict_proba,
             output=output or "proba",
-            batch_size=batch_size,
             classes=getattr(model, "classes_", None),
+            **options,
         )
     if callable(model):
-        return BlackBox(model, output=output or "proba", batch_size=batch_size)
+        return BlackBox(model, output=output or "proba", **options)
     raise TypeError(
         f"cannot use {type(model).__name__} as a black box: pass a callable, a torch module, "
         "or an object with predict_proba"

@@ -2,30 +2,51 @@
 
 from __future__ import annotations
 
-import copy
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from ruleeraser._data import n_rows, to_labels, to_tensor
-from ruleeraser.blackbox import Output, as_blackbox
+from ruleeraser import persist
+from ruleeraser._data import (
+    MAX_BIAS_VALUES,
+    align_to,
+    check_feature_names,
+    n_rows,
+    to_labels,
+    to_tensor,
+)
+from ruleeraser.blackbox import DEFAULT_QUERY_BATCH, Output, as_blackbox
 from ruleeraser.distill import EPS, Distillation, distill, log_proba
-from ruleeraser.nets import IMAGE_NETS, image_channels, image_net
-from ruleeraser.patch import MLP, FitReport, RuleMixture, fit_module
+from ruleeraser.params import Interval, Options, Satisfies, positive_int_sequence, validate_params
+from ruleeraser.patch import (
+    PATCHES,
+    RULES,
+    PatchSpec,
+    Rule,
+    check_patch_spec,
+    rebuild_patch,
+    train_patch,
+)
 from ruleeraser.remove import remove_log
+from ruleeraser.training import FitReport
 
-Rule = Literal["sample", "group"]
-PatchSpec = str | nn.Module | Callable[[int, int], nn.Module]
+#: ``batch_size`` before it was split into ``patch_batch_size`` and ``query_batch_size``.
+DEPRECATED = "deprecated"
 
-#: Default patch mini-batch rows for tabular and image inputs: a calibration set of a few
-#: hundred images needs more than a handful of steps per epoch (BatchNorm's running
-#: statistics lag behind, and early stopping fires before the patch has learnt anything).
-TABLE_BATCH, IMAGE_BATCH = 256, 32
+
+def _is_patch(value: Any) -> bool:
+    return isinstance(value, nn.Module) or (callable(value) and not isinstance(value, str))
+
+
+def _are_classes(value: Any) -> bool:
+    labels = list(value)
+    return len(labels) >= 2 and len(set(labels)) == len(labels)
 
 
 class Eraser:
@@ -33,28 +54,84 @@ class Eraser:
 
     ``fit(X, y, bias=b)`` queries ``model`` once per calibration row, distils the bias rule
     p(y|b) (Eq. 17) for each bias column, and trains one patch per column (Eq. 18).
-    ``predict_proba(X)`` returns ``softmax(log M(x) - sum_j log G_j(x))`` (Eq. 19/21); no
-    bias label is needed at prediction time.
+    ``predict_proba(X)`` returns ``softmax(log M(x) - strength * sum_j log G_j(x))``
+    (Eq. 19/21); no bias label is needed at prediction time.
 
     Parameters
     ----------
-    model: the deployed model; see :func:`ruleeraser.blackbox.as_blackbox`.
-    patch: ``"mlp"`` (a tabular MLP of ``hidden_sizes``); for images ``X`` of shape
-        ``(n, C, H, W)``, ``"cnn"`` (:class:`ruleeraser.nets.SmallCNN`), ``"resnet18"`` or
-        ``"resnet34"`` (:mod:`ruleeraser.nets`); a ``torch.nn.Module`` (copied per bias
-        column) or a factory ``(n_inputs, n_outputs) -> nn.Module``. The patch outputs k
-        logits for ``rule="sample"``, one logit per bias value for ``rule="group"``.
-    rule: ``"group"`` (default): the patch predicts p(b|x) and mixes the per-group rules;
-        ``"sample"``: the paper's patch, trained on each sample's distilled rule. See
-        :mod:`ruleeraser.patch`.
-    output: how to read ``model``'s outputs (``"proba"`` or ``"logits"``); None guesses.
+    model: the deployed model: a scikit-learn classifier, a torch module, a callable returning
+        probabilities, or a :class:`ruleeraser.BlackBox` (see :func:`ruleeraser.as_blackbox`).
+    patch: ``"mlp"`` (a standardising MLP of ``hidden_sizes``); for images ``X`` of shape
+        ``(n, C, H, W)``, ``"cnn"``, ``"resnet18"`` or ``"resnet34"`` (:mod:`ruleeraser.nets`);
+        a ``torch.nn.Module`` (copied per bias column) or a factory
+        ``(n_inputs, n_outputs) -> nn.Module``. See :mod:`ruleeraser.patch`.
+    rule: ``"group"``: the patch predicts p(b|x) and mixes the per-group rules; ``"sample"``:
+        the paper's patch, trained on each sample's distilled rule.
+    hidden_sizes: widths of the MLP patch's hidden layers.
+    max_epochs, patience: patch training stops after ``max_epochs``, or ``patience`` epochs
+        without a better held-out loss (the best epoch's weights are kept).
+    learning_rate, weight_decay: Adam's settings for the patch.
+    patch_batch_size: rows per patch training step; None: 256 for tabular rows, 32 for images.
+    query_batch_size: rows per call of the deployed model.
+    holdout: share of each (target, bias) cell of the calibration set held out for early
+        stopping.
+    output: whether ``model`` returns ``"proba"`` or ``"logits"``; None guesses from its type.
     classes: the labels of the model's output columns, when ``model`` has no ``classes_``.
-    holdout: share of the calibration set held out for early stopping.
-    batch_size: rows per patch training step; None: 256 for tabular rows, 32 for images.
     eps: probabilities are clipped to ``[eps, 1]`` before the log.
     strength: how much of the patches' log-output is subtracted (1: the paper's Eq. 19; 0: the
         model unchanged); see :func:`ruleeraser.strength.select_strength`.
+    random_state: seed of the patches' initialisation, held-out split and batch order.
+    progress: show a progress bar per patch.
+    batch_size: deprecated alias of ``patch_batch_size``.
+
+    Attributes
+    ----------
+    blackbox_: the model as a :class:`ruleeraser.BlackBox`.
+    classes_: the labels of the model's output columns, ``(k,)``.
+    n_classes_: k.
+    input_shape_: the shape of one input row, as the patches take it.
+    feature_names_in_: the column names of a DataFrame ``X`` (only when fitted on one).
+    n_queries_: rows sent to the model during ``fit``.
+    bias_names_: the bias columns' names, one patch each.
+    bias_values_: the values of each bias column, as arrays.
+    distillations_: each bias column's :class:`ruleeraser.distill.Distillation`.
+    patches_: the patches ``log G_j``, torch modules in eval mode.
+    patch_fit_: how each patch's training went (:class:`ruleeraser.training.FitReport`).
+    empty_cells_: per bias column, the (target, bias) label pairs with no calibration row.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 2, 2000); b = np.where(rng.random(2000) < 0.9, y, 1 - y)
+    >>> X = np.c_[y + rng.normal(0, 1.5, 2000), b]      # the bias is an input
+    >>> model = LogisticRegression().fit(X, y)
+    >>> eraser = Eraser(model, random_state=0).fit(X[:800], y[:800], bias=b[:800])
+    >>> eraser.predict_proba(X[800:]).shape
+    (1200, 2)
     """
+
+    _parameter_constraints: dict[str, list] = {
+        "model": [Satisfies(lambda m: m is not None, "a model")],
+        "patch": [Options(PATCHES), Satisfies(_is_patch, "a torch module or a module factory")],
+        "rule": [Options(RULES)],
+        "hidden_sizes": [Satisfies(positive_int_sequence, "a non-empty list of positive ints")],
+        "max_epochs": [Interval(int, 1, None)],
+        "patience": [Interval(int, 1, None)],
+        "learning_rate": [Interval(float, 0, None, closed="neither")],
+        "weight_decay": [Interval(float, 0, None)],
+        "patch_batch_size": [None, Interval(int, 1, None)],
+        "query_batch_size": [Interval(int, 1, None)],
+        "holdout": [Interval(float, 0, 1, closed="neither")],
+        "output": [None, Options(("proba", "logits"))],
+        "classes": [None, Satisfies(_are_classes, "a sequence of at least 2 distinct labels")],
+        "eps": [Interval(float, 0, 0.1, closed="right")],
+        "strength": [Interval(float, 0, None)],
+        "random_state": [None, Interval(int, 0, 2**32 - 1)],
+        "progress": [Options((True, False))],
+        "batch_size": [Options((DEPRECATED,)), None, Interval(int, 1, None)],
+    }
 
     def __init__(
         self,
@@ -67,7 +144,8 @@ class Eraser:
         patience: int = 10,
         learning_rate: float = 1e-3,
         weight_decay: float = 3e-3,
-        batch_size: int | None = None,
+        patch_batch_size: int | None = None,
+        query_batch_size: int = DEFAULT_QUERY_BATCH,
         holdout: float = 0.2,
         output: Output | None = None,
         classes: Sequence[Any] | None = None,
@@ -75,6 +153,7 @@ class Eraser:
         strength: float = 1.0,
         random_state: int | None = None,
         progress: bool = False,
+        batch_size: int | None | str = DEPRECATED,
     ) -> None:
         self.model = model
         self.patch = patch
@@ -84,7 +163,8 @@ class Eraser:
         self.patience = patience
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
-        self.batch_size = batch_size
+        self.patch_batch_size = patch_batch_size
+        self.query_batch_size = query_batch_size
         self.holdout = holdout
         self.output = output
         self.classes = classes
@@ -92,6 +172,19 @@ class Eraser:
         self.strength = strength
         self.random_state = random_state
         self.progress = progress
+        self.batch_size = batch_size
+        self._validate_params()
+        if batch_size != DEPRECATED:
+            warnings.warn(
+                "Eraser(batch_size=...) is deprecated and will be removed in 0.3: use "
+                "patch_batch_size (rows per patch training step); query_batch_size sets the "
+                "rows per model call",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+
+    def _validate_params(self, where: str = "") -> None:
+        validate_params(self.get_params(), self._parameter_constraints, where=where)
 
     def get_params(self, deep: bool = False) -> dict[str, Any]:
         """The constructor's parameters (scikit-learn convention)."""
@@ -99,13 +192,20 @@ class Eraser:
         return {name: getattr(self, name) for name in names}
 
     def set_params(self, **params: Any) -> Eraser:
-        """Set constructor parameters (scikit-learn convention)."""
+        """Set constructor parameters (scikit-learn convention); checked like the constructor."""
         valid = self.get_params()
-        for name, value in params.items():
+        for name in params:
             if name not in valid:
                 raise ValueError(f"unknown parameter {name!r}; valid: {sorted(valid)}")
+        validate_params(params, self._parameter_constraints)
+        for name, value in params.items():
             setattr(self, name, value)
         return self
+
+    def _patch_batch_size(self) -> int | None:
+        if self.patch_batch_size is None and self.batch_size != DEPRECATED:
+            return self.batch_size  # type: ignore[return-value]
+        return self.patch_batch_size
 
     # -- fitting -----------------------------------------------------------------------------
 
@@ -114,159 +214,90 @@ class Eraser:
 
         ``X``: inputs as the model takes them (numpy, pandas or torch); ``y``: true labels;
         ``bias``: one bias column (1-D) or several (2-D array, DataFrame or mapping of
-        name -> column), one patch each. A DataFrame's column names are kept in
-        ``feature_names_in_`` (saved with the eraser).
+        name -> column), one patch each. pandas ``y`` and ``bias`` are aligned to ``X``'s
+        index. Returns the fitted eraser.
         """
-        self._check_params()
-        for name in [a for a in vars(self) if a.endswith("_")]:
+        self._validate_params()
+        for name in [a for a in vars(self) if a.endswith("_") and not a.startswith("_")]:
             delattr(self, name)  # a failed fit must not leave a half-fitted eraser behind
         n = n_rows(X)
-        if hasattr(X, "columns"):
-            self.feature_names_in_ = [str(c) for c in X.columns]
-        y = to_labels(y, "y")
-        columns = _bias_columns(bias)
+        y = to_labels(align_to(X, y, "y"), "y")
+        columns = _bias_columns(bias, X)
         for name, values in [("y", y)] + [(f"bias {c}", v) for c, v in columns.items()]:
             if len(values) != n:
                 raise ValueError(f"X has {n} rows but {name} has {len(values)}")
         X_t = to_tensor(X)  # the patch's inputs, checked before the model is queried
-        if isinstance(self.patch, str) and self.patch in IMAGE_NETS:
-            image_channels(X_t.shape[1:], self.patch)
-        self.blackbox_ = as_blackbox(self.model, output=self.output)
-        before = self.blackbox_.n_queries
-        proba = self.blackbox_(X)
-        self.n_queries_ = self.blackbox_.n_queries - before
-        self.n_classes_ = proba.shape[1]
-        self.classes_ = self._resolve_classes(self.n_classes_)
-        y_idx = _encode(y, self.classes_, "y")
+        check_patch_spec(self.patch, X_t.shape[1:])
+        levels = {name: _bias_levels(name, values) for name, values in columns.items()}
+        blackbox = as_blackbox(
+            self.model, output=self.output, query_batch_size=self.query_batch_size
+        )
+        before = blackbox.n_queries
+        proba = blackbox(X)
+        classes = self._resolve_classes(blackbox, proba.shape[1])
+        y_idx = _encode(y, classes, "y")
         if np.unique(y_idx).size < 2:
             raise ValueError("the calibration set has a single class; need at least two")
-        log_out = log_proba(proba, self.eps)
+        self.blackbox_, self.classes_, self.n_classes_ = blackbox, classes, proba.shape[1]
+        self.n_queries_ = blackbox.n_queries - before
         self.input_shape_ = tuple(X_t.shape[1:])
+        if hasattr(X, "columns"):
+            self.feature_names_in_ = [str(c) for c in X.columns]
+        self._learn_patches(X_t, log_proba(proba, self.eps), y_idx, columns, levels)
+        return self
+
+    def _learn_patches(
+        self,
+        X_t: torch.Tensor,
+        log_out: np.ndarray,
+        y_idx: np.ndarray,
+        columns: dict[str, np.ndarray],
+        levels: dict[str, np.ndarray],
+    ) -> None:
         seed = (
             self.random_state
             if self.random_state is not None
             else int(np.random.SeedSequence().entropy % 2**31)
         )
-        self.bias_names_, self.bias_values_, self.patches_ = [], [], []
-        self.distillations_: list[Distillation] = []
-        self.patch_fit_: list[FitReport] = []
-        for j, (name, values) in enumerate(columns.items()):
-            levels, codes = np.unique(values, return_inverse=True)
-            if levels.size < 2:
-                raise ValueError(f"bias column {name!r} has a single value; nothing to erase")
-            d = distill(log_out, y_idx, codes, n_classes=self.n_classes_, n_bias=levels.size)
-            module, report = self._learn(X_t, d, y_idx, codes, seed + j, name)
-            self.bias_names_.append(name)
-            self.bias_values_.append(levels)
-            self.distillations_.append(d)
-            self.patches_.append(module)
-            self.patch_fit_.append(report)
+        names, values, patches, distillations, reports = [], [], [], [], []
+        for j, (name, column) in enumerate(columns.items()):
+            codes = np.searchsorted(levels[name], column)
+            d = distill(log_out, y_idx, codes, n_classes=self.n_classes_, n_bias=len(levels[name]))
+            module, report = train_patch(
+                self.patch, self.rule, X_t, d, y_idx, codes,
+                seed=seed + j, hidden_sizes=self.hidden_sizes, holdout=self.holdout,
+                batch_size=self._patch_batch_size(), max_epochs=self.max_epochs,
+                patience=self.patience, learning_rate=self.learning_rate,
+                weight_decay=self.weight_decay, progress=self.progress,
+                description=f"patch[{name}]",
+            )  # fmt: skip
+            names.append(name)
+            values.append(levels[name])
+            patches.append(module)
+            distillations.append(d)
+            reports.append(report)
+        self.bias_names_, self.bias_values_, self.patches_ = names, values, patches
+        self.distillations_: list[Distillation] = distillations
+        self.patch_fit_: list[FitReport] = reports
         self.empty_cells_ = {
-            name: [(self.classes_[i], levels[b]) for i, b in d.empty_cells]
-            for name, levels, d in zip(
-                self.bias_names_, self.bias_values_, self.distillations_, strict=True
-            )
+            name: [(self.classes_[i], level[b]) for i, b in d.empty_cells]
+            for name, level, d in zip(names, values, distillations, strict=True)
         }
-        return self
 
-    def _check_params(self) -> None:
-        if isinstance(self.patch, str) and self.patch not in ("mlp", *IMAGE_NETS):
-            raise ValueError(
-                f"unknown patch {self.patch!r}; use 'mlp', one of {IMAGE_NETS} or a torch module"
-            )
-        if self.rule not in ("sample", "group"):
-            raise ValueError(f"rule must be 'sample' or 'group', got {self.rule!r}")
-        if not 0.0 < self.holdout < 1.0:
-            raise ValueError(f"holdout must be in (0, 1), got {self.holdout}")
-        if not 0.0 < self.eps < 1.0:
-            raise ValueError(f"eps must be in (0, 1), got {self.eps}")
-        if self.batch_size is not None and not self.batch_size >= 1:
-            raise ValueError(f"batch_size must be a positive number of rows, got {self.batch_size}")
-
-    def _resolve_classes(self, k: int) -> np.ndarray:
-        classes = self.blackbox_.classes if self.classes is None else np.asarray(self.classes)
+    def _resolve_classes(self, blackbox: Any, k: int) -> np.ndarray:
+        classes = blackbox.classes if self.classes is None else np.asarray(self.classes)
         if classes is None:
             return np.arange(k)
         if len(classes) != k:
             raise ValueError(f"{len(classes)} classes given but the model outputs {k} columns")
         return classes
 
-    def _learn(
-        self, X: torch.Tensor, d: Distillation, y: np.ndarray, b: np.ndarray, seed: int, name: str
-    ) -> tuple[nn.Module, FitReport]:
-        n_out = self.n_classes_ if self.rule == "sample" else d.group_rules.shape[0]
-        generator = torch.Generator().manual_seed(seed)
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            module = self._new_patch(X, n_out)
-        heldout = _stratified_holdout(y * d.counts.shape[1] + b, self.holdout, seed)
-        if self.rule == "sample":
-            target, loss = torch.from_numpy(d.q).float(), "soft"
-        else:
-            target, loss = torch.from_numpy(b), "hard"
-        report = fit_module(
-            module,
-            X,
-            target,
-            loss=loss,
-            heldout=heldout,
-            generator=generator,
-            max_epochs=self.max_epochs,
-            patience=self.patience,
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            batch_size=self.batch_size or (IMAGE_BATCH if X.ndim > 2 else TABLE_BATCH),
-            progress=self.progress,
-            description=f"patch[{name}]",
-        )
-        if self.rule == "group":
-            module = RuleMixture(module, torch.from_numpy(d.group_rules))
-        return module.eval(), report  # patches stay in eval mode: predicting never sets it
-
-    def _new_patch(self, X: torch.Tensor, n_out: int) -> nn.Module:
-        n_in = int(np.prod(X.shape[1:]))
-        if isinstance(self.patch, str):
-            if self.patch == "mlp":
-                return MLP(n_in, n_out, self.hidden_sizes).set_scaling(X)
-            return image_net(self.patch, image_channels(X.shape[1:], self.patch), n_out)
-        module = (
-            copy.deepcopy(self.patch)
-            if isinstance(self.patch, nn.Module)
-            else self.patch(n_in, n_out)
-        )
-        with torch.no_grad():
-            out = module.eval()(X[:2])
-        if out.ndim != 2 or out.shape[1] != n_out:
-            raise ValueError(
-                f"the patch must output (n, {n_out}) logits for rule={self.rule!r}, "
-                f"got {tuple(out.shape)}"
-            )
-        return module
-
     # -- prediction --------------------------------------------------------------------------
 
-    def patch_log_proba(self, X: Any) -> list[np.ndarray]:
-        """``log G_j(x)`` of each patch, ``(n, k)`` each."""
-        self._check_fitted()
-        return self._patch_log_proba(self._patch_inputs(X))
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """Fair probabilities ``softmax(log M(x) - strength * sum_j log G_j(x))`` (Eq. 19/21)."""
-        return self.model_and_fair_proba(X)[1]
-
-    def model_and_fair_proba(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
-        """The deployed model's probabilities and the fair ones, from one query per row."""
-        proba, log_patches = self._query(X)
-        fair = remove_log(log_proba(proba, self.eps), *log_patches, strength=self.strength)
-        return proba, fair
-
-    def log_outputs(self, X: Any) -> tuple[np.ndarray, list[np.ndarray]]:
-        """``log M(x)`` (one model query per row) and each patch's ``log G_j(x)``."""
-        proba, log_patches = self._query(X)
-        return log_proba(proba, self.eps), log_patches
-
-    def _query(self, X: Any) -> tuple[np.ndarray, list[np.ndarray]]:
-        self._check_fitted()
+    def outputs(self, X: Any) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The deployed model's probabilities ``M(x)`` (one query per row) and each patch's
+        ``log G_j(x)``, ``(n, k)`` each."""
+        check_is_fitted(self)
         X_t = self._patch_inputs(X)  # checked before the model is asked
         proba = self.blackbox_(X)
         if proba.shape[1] != self.n_classes_:
@@ -276,7 +307,35 @@ class Eraser:
             )
         return proba, self._patch_log_proba(X_t)
 
+    def remove(
+        self, proba: np.ndarray, log_patches: Sequence[np.ndarray], *, strength: float | None = None
+    ) -> np.ndarray:
+        """Fair probabilities from the model's probabilities and the patches' log-outputs
+        (Eq. 19/21 with this eraser's ``eps`` and ``strength``, or ``strength`` given)."""
+        s = self.strength if strength is None else strength
+        return remove_log(log_proba(proba, self.eps), *log_patches, strength=s)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Fair probabilities ``softmax(log M(x) - strength * sum_j log G_j(x))`` (Eq. 19/21)."""
+        return self.remove(*self.outputs(X))
+
+    def model_and_fair_proba(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The deployed model's probabilities and the fair ones, from one query per row."""
+        proba, log_patches = self.outputs(X)
+        return proba, self.remove(proba, log_patches)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The fair decision: the class of highest fair probability."""
+        fair = self.predict_proba(X)
+        return self.classes_[fair.argmax(axis=1)]
+
+    def patch_log_proba(self, X: Any) -> list[np.ndarray]:
+        """``log G_j(x)`` of each patch, ``(n, k)`` each; the model is not queried."""
+        check_is_fitted(self)
+        return self._patch_log_proba(self._patch_inputs(X))
+
     def _patch_inputs(self, X: Any) -> torch.Tensor:
+        check_feature_names(X, getattr(self, "feature_names_in_", None))
         X_t = to_tensor(X)
         if tuple(X_t.shape[1:]) != self.input_shape_:
             raise ValueError(
@@ -303,48 +362,153 @@ class Eraser:
             outs.append(out)
         return outs
 
-    def predict(self, X: Any) -> np.ndarray:
-        """The fair decision: the class of highest fair probability."""
-        proba = self.predict_proba(X)
-        return self.classes_[proba.argmax(axis=1)]
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "patches_"):
-            raise RuntimeError("this Eraser is not fitted yet; call fit(X, y, bias=...) first")
-
     # -- persistence -------------------------------------------------------------------------
 
-    def save(self, path: str | Path) -> Path:
-        """Save the fitted patches (safetensors) and configuration (JSON) to a directory."""
-        from ruleeraser.persist import save_eraser
+    def save(self, path: str | Path, *, overwrite: bool = True) -> Path:
+        """Save the fitted patches (safetensors) and configuration (JSON) to a directory.
 
-        return save_eraser(self, path)
+        The write is atomic: a save interrupted at any point leaves the previous eraser (or
+        none) in ``path``, never a mix. ``overwrite=False`` refuses an existing eraser.
+        """
+        check_is_fitted(self)
+        return persist.write_eraser(path, self._config(), self._tensors(), overwrite=overwrite)
+
+    def _config(self) -> dict[str, Any]:
+        saved = set(persist.SAVED_PARAMS)
+        params = {k: v for k, v in self.get_params().items() if k in saved}
+        params["patch_batch_size"] = self._patch_batch_size()
+        return {
+            "params": {k: _plain(v) for k, v in params.items()},
+            "patch": self.patch if isinstance(self.patch, str) else "custom",
+            "classes": _plain(self.classes_),
+            "input_shape": list(self.input_shape_),
+            "features": getattr(self, "feature_names_in_", None),
+            "n_queries": self.n_queries_,
+            "biases": [
+                {
+                    "name": name,
+                    "values": _plain(values),
+                    "empty_cells": [_plain(c) for c in self.empty_cells_[name]],
+                    "fit": report.to_dict(),
+                }
+                for name, values, report in zip(
+                    self.bias_names_, self.bias_values_, self.patch_fit_, strict=True
+                )
+            ],
+        }
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {
+            f"patch{j}.{key}": value.detach().cpu().contiguous()
+            for j, module in enumerate(self.patches_)
+            for key, value in module.state_dict().items()
+        }
 
     @classmethod
     def load(cls, path: str | Path, model: Any, *, patch: nn.Module | None = None) -> Eraser:
         """Load an eraser saved by :meth:`save`, in front of ``model``.
 
         ``patch``: for erasers fitted with a custom patch module, a module of the same
-        architecture to load the weights into. Nothing in the directory runs code.
+        architecture to load the weights into. Nothing in the directory runs code; every
+        field is checked as the constructor checks it, and the weights against their hash.
+        A model that names its classes must name those the eraser was fitted with.
         """
-        from ruleeraser.persist import load_eraser
+        config, weights, where = persist.read_eraser(path)
+        if config["patch"] == "custom" and patch is None:
+            raise ValueError(f"{where}fitted with a custom patch: pass patch=<module>")
+        eraser = cls(model, patch=config["patch"] if patch is None else patch)
+        validate_params(config["params"], cls._parameter_constraints, where=where)
+        eraser.set_params(**config["params"])
+        eraser.blackbox_ = as_blackbox(
+            model, output=eraser.output, query_batch_size=eraser.query_batch_size
+        )
+        eraser.classes_ = np.asarray(config["classes"])
+        eraser.n_classes_ = len(eraser.classes_)
+        _check_model_classes(eraser.blackbox_.classes, eraser.classes_)
+        eraser.input_shape_ = tuple(config["input_shape"])
+        if config["features"] is not None:
+            eraser.feature_names_in_ = list(config["features"])
+        eraser.n_queries_ = config["n_queries"]
+        biases = config["biases"]
+        eraser.bias_names_ = [b["name"] for b in biases]
+        eraser.bias_values_ = [np.asarray(b["values"]) for b in biases]
+        eraser.patch_fit_ = [FitReport(**b["fit"]) for b in biases]
+        eraser.empty_cells_ = {b["name"]: [tuple(c) for c in b["empty_cells"]] for b in biases}
+        eraser.patches_ = []
+        for j, values in enumerate(eraser.bias_values_):
+            prefix = f"patch{j}."
+            state = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+            try:
+                module = rebuild_patch(
+                    eraser.patch, eraser.rule, eraser.input_shape_, eraser.n_classes_,
+                    len(values), state, hidden_sizes=eraser.hidden_sizes,
+                )  # fmt: skip
+            except ValueError as exc:
+                name = eraser.bias_names_[j]
+                raise ValueError(f"{where}patch {j} (bias {name!r}): {exc}") from None
+            eraser.patches_.append(module)
+        return eraser
 
-        return load_eraser(path, model, patch=patch)
+
+def check_is_fitted(eraser: Eraser) -> None:
+    """``RuntimeError`` unless ``eraser`` has been fitted (or loaded)."""
+    if not hasattr(eraser, "patches_"):
+        raise RuntimeError("this Eraser is not fitted yet; call fit(X, y, bias=...) first")
 
 
-def _bias_columns(bias: Any) -> dict[str, np.ndarray]:
-    """The bias argument as ``{name: 1-D labels}``, one entry per bias attribute."""
+def _check_model_classes(model_classes: np.ndarray | None, fitted: np.ndarray) -> None:
+    if model_classes is None:
+        return
+    same = len(model_classes) == len(fitted) and all(
+        str(a) == str(b) for a, b in zip(model_classes.tolist(), fitted.tolist(), strict=True)
+    )
+    if not same:
+        raise ValueError(
+            f"the model's classes {model_classes.tolist()[:10]} are not the labels the eraser "
+            f"was fitted with {fitted.tolist()[:10]}: this eraser belongs to another model"
+        )
+
+
+def _plain(value: Any) -> Any:
+    """Numpy scalars and arrays as JSON values."""
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value.item() if hasattr(value, "item") else value
+
+
+def _bias_columns(bias: Any, X: Any) -> dict[str, np.ndarray]:
+    """The bias argument as ``{name: 1-D labels}``, one entry per bias attribute, aligned to
+    ``X``'s index where both are pandas objects."""
     if isinstance(bias, Mapping):
-        return {str(k): to_labels(v, f"bias {k}") for k, v in bias.items()}
-    if hasattr(bias, "columns"):
-        return {str(c): to_labels(bias[c], f"bias {c}") for c in bias.columns}
-    if isinstance(bias, torch.Tensor):
-        bias = bias.detach().cpu().numpy()
-    arr = bias.to_numpy() if hasattr(bias, "to_numpy") else np.asarray(bias)
-    if arr.ndim == 2:
-        return {f"bias{j}": to_labels(arr[:, j], f"bias column {j}") for j in range(arr.shape[1])}
-    name = getattr(bias, "name", None) or "bias"
-    return {str(name): to_labels(arr, "bias")}
+        items = [(str(k), v, f"bias {k}") for k, v in bias.items()]
+    elif hasattr(bias, "columns"):
+        bias = align_to(X, bias, "bias")
+        items = [(str(c), bias[c], f"bias {c}") for c in bias.columns]
+    else:
+        if isinstance(bias, torch.Tensor):
+            bias = bias.detach().cpu().numpy()
+        arr = bias if hasattr(bias, "to_numpy") else np.asarray(bias)
+        if getattr(arr, "ndim", 1) == 2:
+            items = [(f"bias{j}", arr[:, j], f"bias column {j}") for j in range(arr.shape[1])]
+        else:
+            items = [(str(getattr(bias, "name", None) or "bias"), bias, "bias")]
+    if not items:
+        raise ValueError("bias has no column: pass at least one bias attribute")
+    return {name: to_labels(align_to(X, v, what), what) for name, v, what in items}
+
+
+def _bias_levels(name: str, values: np.ndarray) -> np.ndarray:
+    levels = np.unique(values)
+    if levels.size < 2:
+        raise ValueError(f"bias column {name!r} has a single value; nothing to erase")
+    if levels.size > MAX_BIAS_VALUES:
+        raise ValueError(
+            f"bias column {name!r} has {levels.size} distinct values: it looks continuous; "
+            f"bin it into at most {MAX_BIAS_VALUES} groups first (e.g. pandas.cut)"
+        )
+    return levels
 
 
 def _encode(labels: np.ndarray, classes: np.ndarray, name: str) -> np.ndarray:
@@ -357,19 +521,9 @@ def _encode(labels: np.ndarray, classes: np.ndarray, name: str) -> np.ndarray:
             count=len(labels),
         )
     except KeyError:
-        unknown = sorted({str(v) for v in labels} - {str(c) for c in lookup})
+        unknown = sorted({_plain(v) for v in labels if _plain(v) not in lookup}, key=repr)
         raise ValueError(
             f"{name} has labels the model does not output: {unknown[:10]}; model classes: "
-            f"{list(lookup)[:10]} (pass classes=... to name the model's output columns)"
+            f"{[_plain(c) for c in classes][:10]} (pass classes=... to name the model's output "
+            "columns; labels must match in type too, e.g. 1 and '1' differ)"
         ) from None
-
-
-def _stratified_holdout(cells: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """A held-out mask taking ``fraction`` of every cell (at least one row of cells of >= 2)."""
-    rng = np.random.default_rng(seed)
-    mask = np.zeros(len(cells), dtype=bool)
-    for cell in np.unique(cells):
-        idx = rng.permutation(np.flatnonzero(cells == cell))
-        if idx.size >= 2:
-            mask[idx[: max(1, round(fraction * idx.size))]] = True
-    return mask

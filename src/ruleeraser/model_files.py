@@ -56,7 +56,7 @@ def load_model(
 
         fn = HTTPModel(spec, output_name=output_name, **http_options)
         # The HTTPModel batches itself: it sees whole calls and names their row ranges.
-        return BlackBox(fn, output=output, batch_size=sys.maxsize, classes=classes)
+        return BlackBox(fn, output=output, query_batch_size=sys.maxsize, classes=classes)
     if http_options:
         raise ValueError(f"options {sorted(http_options)} apply only to an http(s) URL")
     path = Path(spec)

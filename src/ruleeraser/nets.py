@@ -142,19 +142,3 @@ def image_channels(row_shape: Sequence[int], name: str) -> int:
             f"got rows of shape {tuple(row_shape)}"
         )
     return int(row_shape[0])
-
-
-def has_batchnorm(module: nn.Module) -> bool:
-    """Whether ``module`` holds a BatchNorm layer."""
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
-
-
-def split_batches(
-    order: torch.Tensor, batch_size: int, *, merge_single: bool
-) -> tuple[torch.Tensor, ...]:
-    """``order`` in mini-batches of ``batch_size``; with ``merge_single``, a last batch of one
-    row joins the one before (BatchNorm's training statistics need more than one row)."""
-    parts = order.split(batch_size)
-    if merge_single and len(parts) > 1 and len(parts[-1]) == 1:
-        parts = (*parts[:-2], torch.cat(parts[-2:]))
-    return parts

@@ -1,6 +1,6 @@
 """Patch models (paper Sec. IV-B, Eq. 18): learn the distilled bias rule from ``x`` alone.
 
-Two ways to store the rule, measured side by side in ``docs/table2.md``:
+Two ways to learn the rule, measured side by side in ``docs/table2.md``:
 
 - ``rule="sample"`` (the paper): the patch outputs k logits and is trained on each
   calibration sample's distilled rule ``q(x)`` (Eq. 17) with soft-label cross-entropy,
@@ -12,23 +12,51 @@ Two ways to store the rule, measured side by side in ``docs/table2.md``:
   ``r_b`` of :func:`ruleeraser.distill.distill`: ``G(x) = sum_b p(b | x) r_b``. It learns the
   same rule with less variance: ``q`` carries ``log M(x) / k``, the sample's own target
   evidence, which a per-sample patch learns and then removes as if it were bias.
+
+The rule strategy (what the patch outputs, what it is trained on, how it is wrapped) and the
+patch factory live here only: :func:`train_patch` builds and trains a patch for
+:class:`ruleeraser.Eraser`, :func:`rebuild_patch` rebuilds a saved one.
+
+Example
+-------
+>>> import numpy as np, torch
+>>> from ruleeraser.distill import distill
+>>> rng = np.random.default_rng(0)
+>>> b = rng.integers(0, 2, 200); y = rng.integers(0, 2, 200)
+>>> X = torch.from_numpy(np.c_[b, rng.normal(size=200)]).float()
+>>> log_m = np.log(np.where(b[:, None] == [0, 1], 0.8, 0.2))  # a model that follows b
+>>> d = distill(log_m, y, b, n_classes=2, n_bias=2)
+>>> patch, report = train_patch("mlp", "group", X, d, y, b, seed=0, max_epochs=50)
+>>> G = torch.exp(patch(X)).detach().numpy()  # each row gets the rule of its bias group
+>>> bool(np.allclose(G[b == 0].mean(axis=0), [0.8, 0.2], atol=0.05))
+True
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Literal
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from ruleeraser.nets import has_batchnorm, split_batches
+from ruleeraser.distill import Distillation
+from ruleeraser.nets import IMAGE_NETS, image_channels, image_net
+from ruleeraser.training import FitReport, fit_module, stratified_holdout
 
-Loss = Literal["soft", "hard"]
+Rule = Literal["group", "sample"]
+PatchSpec = str | nn.Module | Callable[[int, int], nn.Module]
+
+#: The ``rule`` values, and the built-in patch architectures (``patch=`` by name).
+RULES = ("group", "sample")
+PATCHES = ("mlp", *IMAGE_NETS)
+
+#: Default patch mini-batch rows for tabular and image inputs: a calibration set of a few
+#: hundred images needs more than a handful of steps per epoch (BatchNorm's running
+#: statistics lag behind, and early stopping fires before the patch has learnt anything).
+TABLE_BATCH, IMAGE_BATCH = 256, 32
 
 
 class Standardize(nn.Module):
@@ -85,109 +113,118 @@ class RuleMixture(nn.Module):
         return torch.log(posterior @ self.rules)
 
 
-@dataclass(frozen=True)
-class FitReport:
-    """How a patch's training went, on its held-out part of the calibration set."""
-
-    epochs: int
-    best_epoch: int
-    heldout_loss: float
-    train_loss: float
-    heldout_accuracy: float | None  # for ``loss="hard"``: accuracy of the bias posterior
-    n_train: int
-    n_heldout: int
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+def patch_outputs(rule: Rule, n_classes: int, n_bias: int) -> int:
+    """How many logits a patch outputs: k for ``"sample"``, one per bias value for ``"group"``."""
+    return n_classes if rule == "sample" else n_bias
 
 
-def _loss(out: torch.Tensor, target: torch.Tensor, kind: Loss) -> torch.Tensor:
-    log_p = torch.log_softmax(out, dim=1)
-    if kind == "soft":
-        return -(target * log_p).sum(dim=1).mean()
-    return nn.functional.nll_loss(log_p, target)
+def default_batch_size(input_shape: Sequence[int]) -> int:
+    """Patch mini-batch rows for rows of ``input_shape``: images get smaller batches."""
+    return IMAGE_BATCH if len(input_shape) > 1 else TABLE_BATCH
 
 
-def fit_module(
-    module: nn.Module,
-    X: torch.Tensor,
-    target: torch.Tensor,
+def check_patch_spec(spec: PatchSpec, input_shape: Sequence[int]) -> None:
+    """``ValueError`` when a named patch does not fit rows of ``input_shape``."""
+    if isinstance(spec, str) and spec in IMAGE_NETS:
+        image_channels(input_shape, spec)
+
+
+def build_patch(
+    spec: PatchSpec,
+    input_shape: Sequence[int],
+    n_out: int,
     *,
-    loss: Loss,
-    heldout: np.ndarray,
-    generator: torch.Generator,
-    max_epochs: int,
-    patience: int,
-    learning_rate: float,
-    weight_decay: float,
-    batch_size: int,
-    progress: bool = False,
-    description: str = "patch",
-) -> FitReport:
-    """Train ``module`` on ``(X, target)`` with Adam and early stopping.
+    hidden_sizes: Sequence[int] = (64, 64),
+    X: torch.Tensor | None = None,
+) -> nn.Module:
+    """An untrained patch of ``n_out`` logits for rows of ``input_shape``.
 
-    ``heldout`` is a boolean mask of rows kept out of training; the weights of the epoch with
-    the lowest held-out loss are restored. ``loss="soft"``: cross-entropy to soft labels
-    ``target`` ``(n, k)``; ``loss="hard"``: cross-entropy to class indices ``(n,)``. For a
-    module with BatchNorm, a last mini-batch of one row is merged into the one before.
+    ``spec``: ``"mlp"``, a name of :data:`ruleeraser.nets.IMAGE_NETS`, a module (copied) or a
+    factory ``(n_inputs, n_outputs) -> module``. With the calibration inputs ``X``, the MLP
+    standardises with their statistics and a user's module is checked to output ``n_out``.
     """
-    train_idx = torch.from_numpy(np.flatnonzero(~heldout))
-    hold_idx = torch.from_numpy(np.flatnonzero(heldout))
-    if len(train_idx) == 0 or len(hold_idx) == 0:
-        raise ValueError("need at least one training and one held-out calibration row")
-    merge_single = has_batchnorm(module)
-    optimiser = torch.optim.Adam(module.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    best = (float("inf"), 0, copy.deepcopy(module.state_dict()), float("nan"))
-    bar = tqdm(range(1, max_epochs + 1), desc=description, disable=not progress, leave=False)
-    epoch = 0
-    for epoch in bar:
-        module.train()
-        total, seen = 0.0, 0
-        order = train_idx[torch.randperm(len(train_idx), generator=generator)]
-        for batch in split_batches(order, batch_size, merge_single=merge_single):
-            optimiser.zero_grad()
-            value = _loss(module(X[batch]), target[batch], loss)
-            value.backward()
-            optimiser.step()
-            total += float(value.detach()) * len(batch)
-            seen += len(batch)
-        held = _evaluate(module, X, target, hold_idx, loss, batch_size)
-        bar.set_postfix(heldout=f"{held:.4f}", refresh=False)  # shown at tqdm's pace
-        if held < best[0] - 1e-6:
-            best = (held, epoch, copy.deepcopy(module.state_dict()), total / seen)
-        elif epoch - best[1] >= patience:
-            break
-    module.load_state_dict(best[2])
-    module.eval()
-    accuracy = None
-    if loss == "hard":
+    n_in = int(np.prod(input_shape))
+    if isinstance(spec, str):
+        if spec == "mlp":
+            mlp = MLP(n_in, n_out, hidden_sizes)
+            return mlp if X is None else mlp.set_scaling(X)
+        return image_net(spec, image_channels(input_shape, spec), n_out)
+    module = copy.deepcopy(spec) if isinstance(spec, nn.Module) else spec(n_in, n_out)
+    if X is not None:
         with torch.no_grad():
-            pred = _predict(module, X[hold_idx], batch_size).argmax(dim=1)
-        accuracy = float((pred == target[hold_idx]).float().mean())
-    return FitReport(
-        epochs=epoch,
-        best_epoch=best[1],
-        heldout_loss=best[0],
-        train_loss=best[3],
-        heldout_accuracy=accuracy,
-        n_train=len(train_idx),
-        n_heldout=len(hold_idx),
-    )
+            out = module.eval()(X[:2])
+        if out.ndim != 2 or out.shape[1] != n_out:
+            raise ValueError(f"the patch must output (n, {n_out}) logits, got {tuple(out.shape)}")
+    return module
 
 
-@torch.no_grad()
-def _predict(module: nn.Module, X: torch.Tensor, batch_size: int) -> torch.Tensor:
-    module.eval()
-    return torch.cat([module(x) for x in X.split(max(batch_size, 1024))])
+def _as_rule(module: nn.Module, rule: Rule, group_rules: torch.Tensor) -> nn.Module:
+    """The trained network as the patch ``log G``: a :class:`RuleMixture` for ``"group"``."""
+    return RuleMixture(module, group_rules) if rule == "group" else module
 
 
-def _evaluate(
-    module: nn.Module,
+def train_patch(
+    spec: PatchSpec,
+    rule: Rule,
     X: torch.Tensor,
-    target: torch.Tensor,
-    idx: torch.Tensor,
-    loss: Loss,
-    batch_size: int,
-) -> float:
-    with torch.no_grad():
-        return float(_loss(_predict(module, X[idx], batch_size), target[idx], loss))
+    distillation: Distillation,
+    y: np.ndarray,
+    bias: np.ndarray,
+    *,
+    seed: int,
+    hidden_sizes: Sequence[int] = (64, 64),
+    holdout: float = 0.2,
+    batch_size: int | None = None,
+    **training: Any,
+) -> tuple[nn.Module, FitReport]:
+    """Build and train the patch of one bias attribute (Eq. 18), in eval mode.
+
+    ``y``, ``bias``: target and bias indices of the calibration rows; ``holdout`` of every
+    (target, bias) cell is kept out for early stopping. ``rule="sample"`` trains on each
+    row's distilled rule ``q`` (soft labels), ``rule="group"`` on the bias labels.
+    ``training``: the options of :func:`ruleeraser.training.fit_module`.
+    """
+    n_out = patch_outputs(rule, distillation.mu.shape[0], distillation.counts.shape[1])
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        module = build_patch(spec, X.shape[1:], n_out, hidden_sizes=hidden_sizes, X=X)
+    heldout = stratified_holdout(y * distillation.counts.shape[1] + bias, holdout, seed)
+    if rule == "sample":
+        target, loss = torch.from_numpy(distillation.q).float(), "soft"
+    else:
+        target, loss = torch.from_numpy(bias), "hard"
+    report = fit_module(
+        module,
+        X,
+        target,
+        loss=loss,
+        heldout=heldout,
+        generator=torch.Generator().manual_seed(seed),
+        batch_size=batch_size or default_batch_size(X.shape[1:]),
+        **training,
+    )
+    group_rules = torch.from_numpy(distillation.group_rules)
+    return _as_rule(module, rule, group_rules).eval(), report
+
+
+def rebuild_patch(
+    spec: PatchSpec,
+    rule: Rule,
+    input_shape: Sequence[int],
+    n_classes: int,
+    n_bias: int,
+    state: dict[str, torch.Tensor],
+    *,
+    hidden_sizes: Sequence[int] = (64, 64),
+) -> nn.Module:
+    """A saved patch from its weights ``state`` (``state_dict`` of :func:`train_patch`'s
+    module), in eval mode; ``ValueError`` when the weights do not fit the architecture."""
+    n_out = patch_outputs(rule, n_classes, n_bias)
+    module = build_patch(spec, input_shape, n_out, hidden_sizes=hidden_sizes)
+    module = _as_rule(module, rule, torch.full((n_bias, n_classes), 1.0 / n_classes))
+    try:
+        module.load_state_dict(state)  # the group rules too
+    except RuntimeError as exc:
+        problem = " ".join(str(exc).split())
+        raise ValueError(f"the saved weights do not fit the patch: {problem}") from None
+    return module.eval()

@@ -1,127 +1,220 @@
-"""Save and load a fitted Eraser without pickle: weights in safetensors, the rest in JSON.
+"""The eraser directory: written atomically, read back checked, no pickle.
 
-A directory holds ``eraser.json`` (parameters, classes, bias values, fit reports, and the
-input column names when the eraser was fitted on a DataFrame) and
-``patches.safetensors`` (each patch's state, keys prefixed ``patch{j}.``, BatchNorm statistics
-included). The built-in patches (``"mlp"`` and the image nets of :mod:`ruleeraser.nets`) are
-rebuilt from the JSON configuration and input shape. Loading runs no code from the directory.
-The deployed model is not saved: it is passed again on load.
+A directory holds ``eraser.json`` (parameters, classes, bias values, fit reports, the input
+column names when fitted on a DataFrame, and the SHA-256 of the weights) and
+``patches.safetensors`` (each patch's state, keys prefixed ``patch{j}.``). Reading runs no
+code from the directory; it checks the JSON's structure and the weights against their hash,
+and names the file and the field at fault. :meth:`ruleeraser.Eraser.save` and
+:meth:`ruleeraser.Eraser.load` turn an eraser into these files and back.
+
+Atomic writes: the new weights go to ``patches.<hash>.safetensors`` beside the old files, then
+``eraser.json`` (naming that hash) replaces the old one in one rename, the commit point, and
+only then do the new weights take the name ``patches.safetensors``. A reader that finds the
+JSON's hash on a pending ``patches.<hash>.safetensors`` reads that file. So a write stopped at
+any point leaves the previous eraser or the new one, never a mix.
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
+import hashlib
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from safetensors.torch import load_file, save_file
-from torch import nn
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save
 
-from ruleeraser.blackbox import as_blackbox
-from ruleeraser.eraser import Eraser
-from ruleeraser.nets import IMAGE_NETS, image_channels, image_net
-from ruleeraser.patch import MLP, FitReport, RuleMixture
-
-FORMAT = "rule-eraser/1"
+FORMAT = "rule-eraser/2"
+OLD_FORMATS = ("rule-eraser/1",)  # no weights hash
 CONFIG, WEIGHTS = "eraser.json", "patches.safetensors"
-_SAVED_PARAMS = (
+#: The constructor parameters an eraser file keeps (the model and the patch are given again).
+SAVED_PARAMS = (
     "rule", "hidden_sizes", "max_epochs", "patience", "learning_rate", "weight_decay",
-    "batch_size", "holdout", "output", "eps", "strength", "random_state",
+    "patch_batch_size", "query_batch_size", "holdout", "output", "eps", "strength",
+    "random_state",
 )  # fmt: skip
+_FIT_FIELDS = {
+    "epochs", "best_epoch", "heldout_loss", "train_loss", "heldout_accuracy", "n_train",
+    "n_heldout",
+}  # fmt: skip
 
 
-def _plain(value: Any) -> Any:
-    """Numpy scalars and arrays as JSON values."""
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value.item() if hasattr(value, "item") else value
+class EraserFileError(ValueError):
+    """An eraser directory that cannot be read: the message names the file and the fault."""
 
 
-def save_eraser(eraser: Eraser, path: str | Path) -> Path:
-    """Write a fitted eraser to directory ``path`` (created if needed)."""
-    eraser._check_fitted()
+def _pending(path: Path, digest: str) -> Path:
+    return path / f"patches.{digest[:16]}.safetensors"
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _sync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):  # not every file system syncs directories
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_eraser(
+    path: str | Path,
+    config: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    *,
+    overwrite: bool = True,
+) -> Path:
+    """Write ``config`` and ``tensors`` to directory ``path`` atomically (see the module).
+
+    ``overwrite=False`` raises ``FileExistsError`` when ``path`` already holds an eraser.
+    """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} exists and is not a directory")
     path.mkdir(parents=True, exist_ok=True)
-    config = {
-        "format": FORMAT,
-        "params": {name: _plain(getattr(eraser, name)) for name in _SAVED_PARAMS},
-        "patch": eraser.patch if isinstance(eraser.patch, str) else "custom",
-        "classes": _plain(eraser.classes_),
-        "input_shape": list(eraser.input_shape_),
-        "features": getattr(eraser, "feature_names_in_", None),
-        "n_queries": eraser.n_queries_,
-        "biases": [
-            {
-                "name": name,
-                "values": _plain(values),
-                "empty_cells": [_plain(c) for c in eraser.empty_cells_[name]],
-                "fit": report.to_dict(),
-            }
-            for name, values, report in zip(
-                eraser.bias_names_, eraser.bias_values_, eraser.patch_fit_, strict=True
-            )
-        ],
-    }
-    tensors = {
-        f"patch{j}.{key}": value.detach().cpu().contiguous()
-        for j, module in enumerate(eraser.patches_)
-        for key, value in module.state_dict().items()
-    }
-    save_file(tensors, str(path / WEIGHTS), metadata={"format": FORMAT})
-    (path / CONFIG).write_text(json.dumps(config, indent=2))
+    if (path / CONFIG).exists() and not overwrite:
+        raise FileExistsError(f"{path} already holds an eraser (overwrite it explicitly)")
+    data = save(tensors, metadata={"format": FORMAT})
+    digest = hashlib.sha256(data).hexdigest()
+    pending = _pending(path, digest)
+    _write_synced(pending, data)
+    text = json.dumps({"format": FORMAT, "weights_sha256": digest, **config}, indent=2)
+    fd, tmp = tempfile.mkstemp(prefix=".eraser-", suffix=".json.tmp", dir=path)
+    os.close(fd)
+    try:
+        _write_synced(Path(tmp), text.encode())
+        os.replace(tmp, path / CONFIG)  # the commit point
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _sync_dir(path)
+    os.replace(pending, path / WEIGHTS)
+    _sync_dir(path)
+    for stale in path.glob("patches.*.safetensors"):  # left by interrupted writes
+        stale.unlink(missing_ok=True)
     return path
 
 
-def load_eraser(path: str | Path, model: Any, *, patch: nn.Module | None = None) -> Eraser:
-    """Read an eraser written by :func:`save_eraser`, to stand in front of ``model``."""
+def read_eraser(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], str]:
+    """The configuration and the weights of the eraser in ``path``, checked.
+
+    Returns ``(config, tensors, where)``, ``where`` being ``"<path>/eraser.json: "`` for
+    messages about the configuration's fields. Raises ``FileNotFoundError`` for a directory
+    without an eraser and :class:`EraserFileError` (a ``ValueError``) for a damaged one.
+    """
     path = Path(path)
-    if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
-        raise FileNotFoundError(f"{path} does not hold {CONFIG} and {WEIGHTS}")
-    config = json.loads((path / CONFIG).read_text())
-    if config.get("format") != FORMAT:
-        raise ValueError(f"{path / CONFIG} is not a {FORMAT} file: {config.get('format')!r}")
-    if config["patch"] not in ("mlp", "custom", *IMAGE_NETS):
-        raise ValueError(f"{path / CONFIG} names an unknown patch {config['patch']!r}")
-    if config["patch"] == "custom" and patch is None:
-        raise ValueError("this eraser was fitted with a custom patch: pass patch=<module>")
+    config_file = path / CONFIG
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{path} does not hold an eraser ({CONFIG} is missing)")
+    where = f"{config_file}: "
+    try:
+        config = json.loads(config_file.read_bytes())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EraserFileError(f"{where}not valid JSON ({exc})") from None
+    if not isinstance(config, dict):
+        raise EraserFileError(f"{where}expected a JSON object, got a {type(config).__name__}")
+    if config.get("format") not in (FORMAT, *OLD_FORMATS):
+        raise EraserFileError(f"{where}not a {FORMAT} file (format {config.get('format')!r})")
+    check_config(config, where)
+    weights_file = path / WEIGHTS
+    digest = config.get("weights_sha256")
+    if digest is not None and _pending(path, digest).is_file():
+        weights_file = _pending(path, digest)  # a write stopped after its commit point
+    if not weights_file.is_file():
+        raise FileNotFoundError(f"{path} does not hold the eraser's weights ({WEIGHTS})")
+    data = weights_file.read_bytes()
+    if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+        raise EraserFileError(
+            f"{weights_file}: the weights do not match the hash in {CONFIG} (the file is "
+            "damaged, or was changed or written by another save)"
+        )
+    try:
+        tensors = load(data)
+    except (SafetensorError, ValueError) as exc:
+        raise EraserFileError(f"{weights_file}: not a readable safetensors file ({exc})") from None
+    return config, tensors, where
+
+
+def _fail(where: str, field: str, expected: str, value: Any) -> None:
+    raise EraserFileError(f"{where}{field} must be {expected}; got {value!r}"[:500])
+
+
+def _is_label(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool))
+
+
+def check_config(config: dict[str, Any], where: str = "") -> None:
+    """:class:`EraserFileError` naming the first field of an eraser's configuration that is
+    missing or of the wrong kind (the parameters' ranges are the constructor's to check)."""
+    for key in ("params", "patch", "classes", "input_shape", "n_queries", "biases"):
+        if key not in config:
+            raise EraserFileError(f"{where}the field {key!r} is missing")
     params = config["params"]
-    eraser = Eraser(model, patch=config["patch"] if patch is None else patch, **params)
-    weights = load_file(str(path / WEIGHTS))
-    eraser.blackbox_ = as_blackbox(model, output=params["output"])
-    eraser.classes_ = np.asarray(config["classes"])
-    eraser.n_classes_ = len(eraser.classes_)
-    eraser.input_shape_ = tuple(config["input_shape"])
-    if config.get("features") is not None:  # absent from files written before it was saved
-        eraser.feature_names_in_ = list(config["features"])
-    eraser.n_queries_ = config["n_queries"]
-    eraser.bias_names_ = [b["name"] for b in config["biases"]]
-    eraser.bias_values_ = [np.asarray(b["values"]) for b in config["biases"]]
-    eraser.patch_fit_ = [FitReport(**b["fit"]) for b in config["biases"]]
-    eraser.empty_cells_ = {
-        b["name"]: [tuple(c) for c in b["empty_cells"]] for b in config["biases"]
-    }
-    eraser.patches_ = []
-    for j, values in enumerate(eraser.bias_values_):
-        prefix = f"patch{j}."
-        state = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
-        n_out = len(values) if params["rule"] == "group" else eraser.n_classes_
-        module = _skeleton(eraser, patch, n_out)
-        if params["rule"] == "group":
-            module = RuleMixture(module, state["rules"])
-        module.load_state_dict(state)
-        eraser.patches_.append(module.eval())
-    return eraser
+    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+        _fail(where, "params", "an object", params)
+    if "batch_size" in params and "patch_batch_size" not in params:  # rule-eraser/1
+        params["patch_batch_size"] = params.pop("batch_size")
+    unknown = sorted(set(params) - set(SAVED_PARAMS))
+    if unknown:
+        raise EraserFileError(f"{where}params holds unknown parameters {unknown}")
+    if not isinstance(config["patch"], str):
+        _fail(where, "patch", "a patch name or 'custom'", config["patch"])
+    classes = config["classes"]
+    if not isinstance(classes, list) or len(classes) < 2 or not all(map(_is_label, classes)):
+        _fail(where, "classes", "a list of at least 2 labels", classes)
+    if len({repr(c) for c in classes}) != len(classes):
+        _fail(where, "classes", "distinct labels", classes)
+    shape = config["input_shape"]
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)
+    ):
+        _fail(where, "input_shape", "a list of positive ints", shape)
+    features = config.get("features")
+    if features is not None and (
+        not isinstance(features, list)
+        or not all(isinstance(f, str) for f in features)
+        or len(shape) != 1
+        or len(features) != shape[0]
+    ):
+        _fail(where, "features", f"null or a list of {shape} column names", features)
+    n_queries = config["n_queries"]
+    if not isinstance(n_queries, int) or isinstance(n_queries, bool) or n_queries < 0:
+        _fail(where, "n_queries", "a non-negative int", n_queries)
+    biases = config["biases"]
+    if not isinstance(biases, list) or not biases:
+        _fail(where, "biases", "a non-empty list", biases)
+    for j, bias in enumerate(biases):
+        _check_bias(bias, f"biases[{j}]", where)
+    if len({b["name"] for b in biases}) != len(biases):
+        _fail(where, "biases", "bias columns of distinct names", [b["name"] for b in biases])
 
 
-def _skeleton(eraser: Eraser, patch: nn.Module | None, n_out: int) -> nn.Module:
-    """An untrained patch of the saved architecture, to load weights into."""
-    if patch is not None:
-        return copy.deepcopy(patch)
-    if eraser.patch in IMAGE_NETS:
-        return image_net(eraser.patch, image_channels(eraser.input_shape_, eraser.patch), n_out)
-    n_in = int(np.prod(eraser.input_shape_))
-    return MLP(n_in, n_out, eraser.hidden_sizes)
+def _check_bias(bias: Any, field: str, where: str) -> None:
+    if not isinstance(bias, dict):
+        _fail(where, field, "an object", bias)
+    for key in ("name", "values", "empty_cells", "fit"):
+        if key not in bias:
+            raise EraserFileError(f"{where}{field} has no {key!r}")
+    if not isinstance(bias["name"], str):
+        _fail(where, f"{field}.name", "a string", bias["name"])
+    values = bias["values"]
+    if not isinstance(values, list) or len(values) < 2 or not all(map(_is_label, values)):
+        _fail(where, f"{field}.values", "a list of at least 2 labels", values)
+    cells = bias["empty_cells"]
+    if not isinstance(cells, list) or not all(isinstance(c, list) and len(c) == 2 for c in cells):
+        _fail(where, f"{field}.empty_cells", "a list of [target, bias] pairs", cells)
+    fit = bias["fit"]
+    if not isinstance(fit, dict) or set(fit) != _FIT_FIELDS:
+        _fail(where, f"{field}.fit", f"an object of {sorted(_FIT_FIELDS)}", fit)

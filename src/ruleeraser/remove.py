@@ -3,10 +3,21 @@
 ``P_fair = softmax( log M(x) - strength * sum_j log G_j(x) )``: the patches' log-outputs are
 subtracted from the model's in log space (the paper: ``strength = 1``). Adding any per-row
 constant to a log-output leaves the result unchanged, so unnormalised log-scores work too;
-a uniform patch changes nothing.
+a uniform patch changes nothing. :func:`remove_log` is the one place this is computed: the
+:class:`ruleeraser.Eraser`, the fair proxy and the strength curve all call it.
+
+Example
+-------
+>>> import numpy as np
+>>> model = np.array([[0.8, 0.2]])       # the model follows the bias ...
+>>> patch = np.array([[0.8, 0.2]])       # ... which is all the patch saw
+>>> remove(model, patch)
+array([[0.5, 0.5]])
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -14,18 +25,33 @@ from ruleeraser.distill import EPS, log_proba, softmax
 
 
 def remove_log(
-    log_model: np.ndarray, *log_patches: np.ndarray, strength: float = 1.0
+    log_model: np.ndarray,
+    *log_patches: np.ndarray,
+    strength: float = 1.0,
+    log_prior: np.ndarray | Sequence[float] | None = None,
 ) -> np.ndarray:
     """Fair probabilities from the model's and the patches' log-outputs (Eq. 19/21).
 
-    ``strength`` scales what is subtracted: 0 leaves the model as it is, 1 is the paper's Eq. 19.
+    Parameters
+    ----------
+    log_model: ``log M(x)``, ``(n, k)``.
+    log_patches: ``log G_j(x)`` of each patch, ``(n, k)`` each.
+    strength: how much is subtracted: 0 leaves the model as it is, 1 is the paper's Eq. 19.
+    log_prior: a class prior ``log pi`` (``(k,)``) that each patch keeps: ``log G_j - log pi``
+        is subtracted instead of ``log G_j``, so that the model's own class prior survives
+        (None: the paper's Eq. 19, which removes it with the bias).
+
+    Returns
+    -------
+    ``(n, k)`` float64 probabilities.
     """
     z = np.asarray(log_model, dtype=np.float64).copy()
+    offset = 0.0 if log_prior is None else np.asarray(log_prior, dtype=np.float64)
     for log_g in log_patches:
         log_g = np.asarray(log_g, dtype=np.float64)
         if log_g.shape != z.shape:
             raise ValueError(f"patch output {log_g.shape} does not match model output {z.shape}")
-        z -= strength * log_g
+        z -= strength * (log_g - offset)
     return softmax(z)
 
 
@@ -34,7 +60,8 @@ def remove(
 ) -> np.ndarray:
     """Fair probabilities from the model's and the patches' probabilities (Eq. 19/21).
 
-    Probabilities are clipped to ``[eps, 1]`` before the log, so zeros are safe.
+    Probabilities are clipped to ``[eps, 1]`` before the log, so zeros are safe; see
+    :func:`remove_log` for ``strength``.
     """
     logs = (log_proba(g, eps) for g in patch_proba)
     return remove_log(log_proba(model_proba, eps), *logs, strength=strength)

@@ -49,9 +49,7 @@ import numpy as np
 import torch
 
 from ruleeraser.blackbox import check_probabilities
-from ruleeraser.distill import log_proba
-from ruleeraser.eraser import Eraser
-from ruleeraser.remove import remove_log
+from ruleeraser.eraser import Eraser, check_is_fitted
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -375,8 +373,7 @@ class _Proxy:
                 item.fail(exc.status, exc.detail)
             return None
         rtt = loop.time() - sent_at
-        eraser = self.eraser
-        fair = remove_log(log_proba(proba, eraser.eps), *log_g, strength=eraser.strength)
+        fair = self.eraser.remove(proba, log_g)
         start = 0
         for item in batch:
             stop = start + len(item.X)
@@ -573,7 +570,7 @@ def create_app(
         )
     if not isinstance(eraser, Eraser):
         eraser = Eraser.load(eraser, model=_no_model)
-    eraser._check_fitted()
+    check_is_fitted(eraser)
     proxy = _Proxy(
         eraser,
         _Upstream(upstream, timeout, max_connections),

@@ -16,7 +16,6 @@ import numpy as np
 from ruleeraser._data import to_labels
 from ruleeraser.eraser import Eraser
 from ruleeraser.metrics import group_accuracy
-from ruleeraser.remove import remove_log
 
 Target = Literal["least_bias", "best_accuracy"]
 DEFAULT_STRENGTHS = tuple(np.round(np.linspace(0.0, 2.0, 21), 2))
@@ -35,10 +34,10 @@ def strength_curve(
     """
     y = to_labels(y, "y")
     bias = to_labels(bias, "bias")
-    log_model, log_patches = eraser.log_outputs(X)
+    proba, log_patches = eraser.outputs(X)
     curve = []
     for s in strengths:
-        pred = eraser.classes_[remove_log(log_model, *log_patches, strength=s).argmax(axis=1)]
+        pred = eraser.classes_[eraser.remove(proba, log_patches, strength=s).argmax(axis=1)]
         curve.append({"strength": float(s), **group_accuracy(y, pred, bias).summary()})
     return curve
 

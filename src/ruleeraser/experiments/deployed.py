@@ -28,7 +28,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ruleeraser._data import n_rows
-from ruleeraser.nets import IMAGE_NETS, image_channels, image_net, split_batches
+from ruleeraser.nets import IMAGE_NETS, image_channels, image_net
+from ruleeraser.training import split_batches
 
 RECIPES = ("vanilla", "advdebias", "condebias", "unfair")
 

@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ruleeraser.distill import log_proba
 from ruleeraser.eraser import Eraser
 from ruleeraser.experiments.deployed import predict_proba, train_deployed
 from ruleeraser.experiments.results import cell, run_and_write, summarise
@@ -36,7 +35,6 @@ from ruleeraser.experiments.table1 import (
     add_image_options,
 )
 from ruleeraser.metrics import group_accuracy
-from ruleeraser.remove import remove_log
 
 BIASES = ("background", "object")
 METHODS = ("none", "eraser-background", "eraser-object", "eraser-both", "eraser-sequential")
@@ -64,22 +62,22 @@ def run_one(
 
     eraser = Eraser(blackbox, random_state=seed, **IMAGE_PATCH)
     eraser.fit(calib.X, calib.y, bias=data.bias_columns(calib))
-    log_m, (log_background, log_object) = eraser.log_outputs(test.X)
+    proba, (log_background, log_object) = eraser.outputs(test.X)
     outputs = {
-        "none": log_m,
-        "eraser-background": remove_log(log_m, log_background),
-        "eraser-object": remove_log(log_m, log_object),
-        "eraser-both": remove_log(log_m, log_background, log_object),
+        "none": proba,
+        "eraser-background": eraser.remove(proba, [log_background]),
+        "eraser-object": eraser.remove(proba, [log_object]),
+        "eraser-both": eraser.remove(proba, [log_background, log_object]),
     }
 
     def background_erased(X: np.ndarray) -> np.ndarray:
         """The model with the background patch removed (patch 0, fitted first)."""
-        log_model, (log_bg, _) = eraser.log_outputs(X)
-        return remove_log(log_model, log_bg)
+        proba, (log_bg, _) = eraser.outputs(X)
+        return eraser.remove(proba, [log_bg])
 
     then = Eraser(background_erased, random_state=seed, **IMAGE_PATCH)
     then.fit(calib.X, calib.y, bias=calib.bias[:, 1])
-    outputs["eraser-sequential"] = log_proba(then.predict_proba(test.X))
+    outputs["eraser-sequential"] = then.predict_proba(test.X)
     biases = data.bias_columns(test)
     both = biases["background"] * 2 + biases["object"]
     summary = {}
