@@ -8,8 +8,7 @@ from ruleeraser import Eraser
 from ruleeraser.experiments.deployed import RECIPES, predict_proba, train_deployed
 from ruleeraser.metrics import group_accuracy
 from ruleeraser.nets import SmallCNN, image_net, resnet18, resnet34
-from ruleeraser.training import split_batches
-from ruleeraser.training import fit_module
+from ruleeraser.training import fit_module, split_batches
 
 BACKGROUNDS = np.array([[0.8, 0.2, 0.2], [0.2, 0.8, 0.2]], dtype=np.float32)  # b: red, green
 

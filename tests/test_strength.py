@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from ruleeraser import Eraser
-from ruleeraser.remove import remove
 from ruleeraser.meter import bias_meter, meter
+from ruleeraser.remove import remove
 from ruleeraser.strength import select_strength, strength_curve
 
 

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from ruleeraser._data import n_rows, take_rows, to_tensor
+from ruleeraser.inputs import n_rows, take_rows, to_tensor
 
 Output = Literal["proba", "logits"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +13,19 @@ import torch
 from torch import nn
 
 from ruleeraser import persist
-from ruleeraser._data import (
-    MAX_BIAS_VALUES,
+from ruleeraser.blackbox import DEFAULT_QUERY_BATCH, Output, as_blackbox
+from ruleeraser.distill import EPS, Distillation, distill, log_proba
+from ruleeraser.inputs import (
     align_to,
+    bias_columns,
+    bias_levels,
     check_feature_names,
+    encode_labels,
     n_rows,
+    plain,
     to_labels,
     to_tensor,
 )
-from ruleeraser.blackbox import DEFAULT_QUERY_BATCH, Output, as_blackbox
-from ruleeraser.distill import EPS, Distillation, distill, log_proba
 from ruleeraser.params import Interval, Options, Satisfies, positive_int_sequence, validate_params
 from ruleeraser.patch import (
     PATCHES,
@@ -222,20 +225,20 @@ class Eraser:
             delattr(self, name)  # a failed fit must not leave a half-fitted eraser behind
         n = n_rows(X)
         y = to_labels(align_to(X, y, "y"), "y")
-        columns = _bias_columns(bias, X)
+        columns = bias_columns(bias, X)
         for name, values in [("y", y)] + [(f"bias {c}", v) for c, v in columns.items()]:
             if len(values) != n:
                 raise ValueError(f"X has {n} rows but {name} has {len(values)}")
         X_t = to_tensor(X)  # the patch's inputs, checked before the model is queried
         check_patch_spec(self.patch, X_t.shape[1:])
-        levels = {name: _bias_levels(name, values) for name, values in columns.items()}
+        levels = {name: bias_levels(name, values) for name, values in columns.items()}
         blackbox = as_blackbox(
             self.model, output=self.output, query_batch_size=self.query_batch_size
         )
         before = blackbox.n_queries
         proba = blackbox(X)
         classes = self._resolve_classes(blackbox, proba.shape[1])
-        y_idx = _encode(y, classes, "y")
+        y_idx = encode_labels(y, classes, "y")
         if np.unique(y_idx).size < 2:
             raise ValueError("the calibration set has a single class; need at least two")
         self.blackbox_, self.classes_, self.n_classes_ = blackbox, classes, proba.shape[1]
@@ -378,17 +381,17 @@ class Eraser:
         params = {k: v for k, v in self.get_params().items() if k in saved}
         params["patch_batch_size"] = self._patch_batch_size()
         return {
-            "params": {k: _plain(v) for k, v in params.items()},
+            "params": {k: plain(v) for k, v in params.items()},
             "patch": self.patch if isinstance(self.patch, str) else "custom",
-            "classes": _plain(self.classes_),
+            "classes": plain(self.classes_),
             "input_shape": list(self.input_shape_),
             "features": getattr(self, "feature_names_in_", None),
             "n_queries": self.n_queries_,
             "biases": [
                 {
                     "name": name,
-                    "values": _plain(values),
-                    "empty_cells": [_plain(c) for c in self.empty_cells_[name]],
+                    "values": plain(values),
+                    "empty_cells": [plain(c) for c in self.empty_cells_[name]],
                     "fit": report.to_dict(),
                 }
                 for name, values, report in zip(
@@ -467,63 +470,3 @@ def _check_model_classes(model_classes: np.ndarray | None, fitted: np.ndarray) -
             f"the model's classes {model_classes.tolist()[:10]} are not the labels the eraser "
             f"was fitted with {fitted.tolist()[:10]}: this eraser belongs to another model"
         )
-
-
-def _plain(value: Any) -> Any:
-    """Numpy scalars and arrays as JSON values."""
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()]
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value.item() if hasattr(value, "item") else value
-
-
-def _bias_columns(bias: Any, X: Any) -> dict[str, np.ndarray]:
-    """The bias argument as ``{name: 1-D labels}``, one entry per bias attribute, aligned to
-    ``X``'s index where both are pandas objects."""
-    if isinstance(bias, Mapping):
-        items = [(str(k), v, f"bias {k}") for k, v in bias.items()]
-    elif hasattr(bias, "columns"):
-        bias = align_to(X, bias, "bias")
-        items = [(str(c), bias[c], f"bias {c}") for c in bias.columns]
-    else:
-        if isinstance(bias, torch.Tensor):
-            bias = bias.detach().cpu().numpy()
-        arr = bias if hasattr(bias, "to_numpy") else np.asarray(bias)
-        if getattr(arr, "ndim", 1) == 2:
-            items = [(f"bias{j}", arr[:, j], f"bias column {j}") for j in range(arr.shape[1])]
-        else:
-            items = [(str(getattr(bias, "name", None) or "bias"), bias, "bias")]
-    if not items:
-        raise ValueError("bias has no column: pass at least one bias attribute")
-    return {name: to_labels(align_to(X, v, what), what) for name, v, what in items}
-
-
-def _bias_levels(name: str, values: np.ndarray) -> np.ndarray:
-    levels = np.unique(values)
-    if levels.size < 2:
-        raise ValueError(f"bias column {name!r} has a single value; nothing to erase")
-    if levels.size > MAX_BIAS_VALUES:
-        raise ValueError(
-            f"bias column {name!r} has {levels.size} distinct values: it looks continuous; "
-            f"bin it into at most {MAX_BIAS_VALUES} groups first (e.g. pandas.cut)"
-        )
-    return levels
-
-
-def _encode(labels: np.ndarray, classes: np.ndarray, name: str) -> np.ndarray:
-    """Indices of ``labels`` in ``classes``; unknown labels raise ``ValueError``."""
-    lookup = {c.item() if hasattr(c, "item") else c: i for i, c in enumerate(classes)}
-    try:
-        return np.fromiter(
-            (lookup[v.item() if hasattr(v, "item") else v] for v in labels),
-            dtype=np.int64,
-            count=len(labels),
-        )
-    except KeyError:
-        unknown = sorted({_plain(v) for v in labels if _plain(v) not in lookup}, key=repr)
-        raise ValueError(
-            f"{name} has labels the model does not output: {unknown[:10]}; model classes: "
-            f"{[_plain(c) for c in classes][:10]} (pass classes=... to name the model's output "
-            "columns; labels must match in type too, e.g. 1 and '1' differ)"
-        ) from None

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ruleeraser._data import to_labels
+from ruleeraser.inputs import to_labels
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,10 @@ Example
 >>> X = torch.from_numpy(np.c_[b, rng.normal(size=200)]).float()
 >>> log_m = np.log(np.where(b[:, None] == [0, 1], 0.8, 0.2))  # a model that follows b
 >>> d = distill(log_m, y, b, n_classes=2, n_bias=2)
->>> patch, report = train_patch("mlp", "group", X, d, y, b, seed=0, max_epochs=50)
+>>> patch, report = train_patch(
+...     "mlp", "group", X, d, y, b, seed=0,
+...     max_epochs=50, patience=5, learning_rate=1e-2, weight_decay=0.0,
+... )
 >>> G = torch.exp(patch(X)).detach().numpy()  # each row gets the rule of its bias group
 >>> bool(np.allclose(G[b == 0].mean(axis=0), [0.8, 0.2], atol=0.05))
 True

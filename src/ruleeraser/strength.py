@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ruleeraser._data import to_labels
 from ruleeraser.eraser import Eraser
+from ruleeraser.inputs import to_labels
 from ruleeraser.metrics import group_accuracy
 
 Target = Literal["least_bias", "best_accuracy"]

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ruleeraser._data import n_rows
+from ruleeraser.inputs import n_rows
 from ruleeraser.nets import IMAGE_NETS, image_channels, image_net
 from ruleeraser.training import split_batches
 

@@ -8,7 +8,7 @@ refused by name.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -159,3 +159,63 @@ def check_feature_names(X: Any, fitted: Sequence[str] | None) -> None:
         f"X's columns are in another order than at fit: {given[:10]} instead of "
         f"{list(fitted)[:10]} (select them as X[eraser.feature_names_in_])"
     )
+
+
+def plain(value: Any) -> Any:
+    """Numpy scalars and arrays as JSON values."""
+    if isinstance(value, np.ndarray):
+        return [plain(v) for v in value.tolist()]
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value.item() if hasattr(value, "item") else value
+
+
+def bias_columns(bias: Any, X: Any) -> dict[str, np.ndarray]:
+    """The bias argument as ``{name: 1-D labels}``, one entry per bias attribute, aligned to
+    ``X``'s index where both are pandas objects."""
+    if isinstance(bias, Mapping):
+        items = [(str(k), v, f"bias {k}") for k, v in bias.items()]
+    elif hasattr(bias, "columns"):
+        bias = align_to(X, bias, "bias")
+        items = [(str(c), bias[c], f"bias {c}") for c in bias.columns]
+    else:
+        if isinstance(bias, torch.Tensor):
+            bias = bias.detach().cpu().numpy()
+        arr = bias if hasattr(bias, "to_numpy") else np.asarray(bias)
+        if getattr(arr, "ndim", 1) == 2:
+            items = [(f"bias{j}", arr[:, j], f"bias column {j}") for j in range(arr.shape[1])]
+        else:
+            items = [(str(getattr(bias, "name", None) or "bias"), bias, "bias")]
+    if not items:
+        raise ValueError("bias has no column: pass at least one bias attribute")
+    return {name: to_labels(align_to(X, v, what), what) for name, v, what in items}
+
+
+def bias_levels(name: str, values: np.ndarray) -> np.ndarray:
+    levels = np.unique(values)
+    if levels.size < 2:
+        raise ValueError(f"bias column {name!r} has a single value; nothing to erase")
+    if levels.size > MAX_BIAS_VALUES:
+        raise ValueError(
+            f"bias column {name!r} has {levels.size} distinct values: it looks continuous; "
+            f"bin it into at most {MAX_BIAS_VALUES} groups first (e.g. pandas.cut)"
+        )
+    return levels
+
+
+def encode_labels(labels: np.ndarray, classes: np.ndarray, name: str) -> np.ndarray:
+    """Indices of ``labels`` in ``classes``; unknown labels raise ``ValueError``."""
+    lookup = {c.item() if hasattr(c, "item") else c: i for i, c in enumerate(classes)}
+    try:
+        return np.fromiter(
+            (lookup[v.item() if hasattr(v, "item") else v] for v in labels),
+            dtype=np.int64,
+            count=len(labels),
+        )
+    except KeyError:
+        unknown = sorted({plain(v) for v in labels if plain(v) not in lookup}, key=repr)
+        raise ValueError(
+            f"{name} has labels the model does not output: {unknown[:10]}; model classes: "
+            f"{[plain(c) for c in classes][:10]} (pass classes=... to name the model's output "
+            "columns; labels must match in type too, e.g. 1 and '1' differ)"
+        ) from None

@@ -1,0 +1,7 @@
+"""``python -m ruleeraser.cli``."""
+
+import sys
+
+from ruleeraser.cli import main
+
+sys.exit(main())

@@ -1,0 +1,208 @@
+"""What the ``fit``, ``predict`` and ``evaluate`` commands share: the ``--model`` options and
+the model they open, and reading a table in chunks."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+_HTTP_OPTIONS = (
+    "protocol", "row_format", "request_key", "response_key", "input_name", "batch_size",
+    "max_concurrency", "timeout", "retries", "budget", "cache_dir",
+)  # fmt: skip
+
+
+@contextmanager
+def opened_model(
+    args: argparse.Namespace, *, progress: bool = False, classes: list[Any] | None = None
+) -> Iterator[Any]:
+    """The ``--model`` of the command line as a BlackBox, closed (HTTP pool, cache) after use."""
+    from ruleeraser.model_files import load_model
+
+    options = {k: getattr(args, k) for k in _HTTP_OPTIONS if getattr(args, k) is not None}
+    if args.header:
+        options["headers"] = dict(parse_header(h) for h in args.header)
+    is_url = args.model.startswith(("http://", "https://"))
+    if options and not is_url:
+        flags = ", ".join("--" + k.replace("_", "-") for k in options)
+        raise ValueError(f"{flags} apply only to a model at an http(s) URL, not {args.model}")
+    if is_url:
+        options["progress"] = progress
+    model = load_model(
+        args.model,
+        allow_pickle=args.allow_pickle,
+        output=args.model_output,
+        output_name=args.output_name,
+        classes=classes,
+        **options,
+    )
+    try:
+        yield model
+    finally:
+        close = getattr(model.fn, "close", None)
+        if close is not None:
+            close()
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise ValueError(f"--header must look like 'Name: value', got {text!r}")
+    return name.strip(), value.strip()
+
+
+def http_summary(model: Any) -> str:
+    from ruleeraser.http_model import HTTPModel
+
+    fn = model.fn
+    if not isinstance(fn, HTTPModel):
+        return ""
+    return (
+        f" (HTTP: {fn.rows_sent} rows sent in {fn.requests_sent} request(s), "
+        f"{fn.cache_hits} answered from the cache)"
+    )
+
+
+def cast_classes(classes: Sequence[str], y: Any) -> list[Any]:
+    """``--classes`` (strings) as values of the target column's type."""
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(y):
+        truth = {"true": True, "1": True, "false": False, "0": False}
+        if any(c.lower() not in truth for c in classes):
+            raise ValueError(f"--classes {list(classes)}: the target is boolean (true/false)")
+        return [truth[c.lower()] for c in classes]
+    if pd.api.types.is_numeric_dtype(y):
+        try:
+            return pd.Series(list(classes)).astype(y.dtype).tolist()
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"--classes {list(classes)} are not all {y.dtype} like the target"
+            ) from None
+    return list(classes)
+
+
+def eraser_features(eraser: Any, given: Sequence[str] | None) -> list[str]:
+    """The columns the eraser was fitted on, in order (``--features`` for erasers that lack
+    them)."""
+    saved = getattr(eraser, "feature_names_in_", None)
+    if saved is None:
+        if not given:
+            raise ValueError(
+                "this eraser was fitted without column names: pass --features in the order "
+                "of its inputs"
+            )
+        return list(given)
+    if given and list(given) != list(saved):
+        raise ValueError(f"--features {list(given)} differ from the eraser's features {saved}")
+    return list(saved)
+
+
+def chunks(args: argparse.Namespace, columns: Sequence[str]) -> Iterator[tuple[int, Any]]:
+    """``(first row, chunk)`` over ``--data`` with a progress bar."""
+    from tqdm.auto import tqdm
+
+    from ruleeraser.tables import count_rows, iter_table
+
+    start = 0
+    with tqdm(
+        total=count_rows(args.data), unit="row", desc=Path(args.data).name, disable=args.quiet
+    ) as bar:
+        for chunk in iter_table(args.data, columns, args.chunk_rows):
+            yield start, chunk
+            start += len(chunk)
+            bar.update(len(chunk))
+
+
+def rows_error(start: int, chunk: Any, exc: Exception) -> RuntimeError:
+    return RuntimeError(f"data rows {start}-{start + len(chunk) - 1}: {exc}")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    model = parser.add_argument_group("the deployed model")
+    model.add_argument(
+        "--model", required=True, metavar="SPEC",
+        help="the model: an http(s):// URL, an .onnx file, a .skops file, or (with "
+        "--allow-pickle) a .pkl/.pickle/.joblib file",
+    )  # fmt: skip
+    model.add_argument(
+        "--allow-pickle", action="store_true",
+        help="allow a pickle/joblib model file; loading one RUNS ARBITRARY CODE from the file, "
+        "so use it only for a file you trust",
+    )  # fmt: skip
+    model.add_argument(
+        "--model-output", choices=["proba", "logits"], default="proba",
+        help="whether a URL or ONNX model returns probabilities or logits (default: proba)",
+    )  # fmt: skip
+    model.add_argument(
+        "--output-name", metavar="NAME",
+        help="the output tensor to read (ONNX, kserve-v2), needed when the model has several",
+    )  # fmt: skip
+    http = parser.add_argument_group("a model at an http(s) URL (an error with a model file)")
+    http.add_argument(
+        "--protocol", choices=["instances", "kserve-v2", "custom"],
+        help="JSON shape: 'instances' ({\"instances\": rows} -> {\"predictions\": ...}, the "
+        "default), 'kserve-v2' (the URL is the full .../v2/models/NAME/infer), or 'custom' "
+        "(with --request-key and --response-key)",
+    )  # fmt: skip
+    http.add_argument(
+        "--row-format", choices=["values", "records"],
+        help="rows as lists of numbers in --features order ('values', default) or as objects "
+        "keyed by column name ('records'; not with kserve-v2)",
+    )  # fmt: skip
+    http.add_argument(
+        "--request-key", metavar="PATH",
+        help="custom protocol: dotted path where the rows go, e.g. data.rows",
+    )  # fmt: skip
+    http.add_argument(
+        "--response-key", metavar="PATH",
+        help="custom protocol: dotted path of the outputs, e.g. result.scores or outputs.0.data",
+    )  # fmt: skip
+    http.add_argument(
+        "--input-name", metavar="NAME", help="kserve-v2: the input tensor's name (default input-0)"
+    )  # fmt: skip
+    http.add_argument(
+        "--batch-size", type=int, metavar="N", help="rows per request (default 256)"
+    )  # fmt: skip
+    http.add_argument(
+        "--max-concurrency", type=int, metavar="N", help="requests in flight at once (default 4)"
+    )  # fmt: skip
+    http.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="time allowed per request (default 30)"
+    )  # fmt: skip
+    http.add_argument(
+        "--retries", type=int, metavar="N",
+        help="retries of a request after HTTP 429/5xx, a timeout or a connection error, with "
+        "exponential backoff honouring Retry-After (default 3)",
+    )  # fmt: skip
+    http.add_argument(
+        "--budget", type=int, metavar="ROWS",
+        help="the most rows this run sends to the model (cached rows are free); a run that "
+        "needs more stops before sending them (default: no limit)",
+    )  # fmt: skip
+    http.add_argument(
+        "--cache-dir", metavar="DIR",
+        help="keep the model's answers in DIR/http-cache.sqlite3 and never send a cached row "
+        "again (only for a model that does not change behind the URL; default: no cache)",
+    )  # fmt: skip
+    http.add_argument(
+        "--header", action="append", metavar="'NAME: VALUE'",
+        help="an extra request header, e.g. 'Authorization: Bearer ...' (repeatable)",
+    )  # fmt: skip
+
+
+def add_stream_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--eraser", required=True, metavar="DIR", help="a fitted eraser")
+    parser.add_argument(
+        "--features", nargs="+", metavar="COL",
+        help="the model's input columns, only for an eraser saved without them (fitted on "
+        "arrays); otherwise the eraser's own",
+    )  # fmt: skip
+    parser.add_argument(
+        "--chunk-rows", type=int, default=50_000, metavar="N",
+        help="rows read, queried and written at a time (default 50000)",
+    )  # fmt: skip
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -1,0 +1,109 @@
+"""``ruleeraser fit``: an eraser from a calibration table and a deployed model."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from ruleeraser.cli.common import add_model_options, cast_classes, http_summary, opened_model
+
+
+def run(args: argparse.Namespace) -> int:
+    from ruleeraser import Eraser
+    from ruleeraser.tables import check_features, check_labels, read_table, table_columns
+
+    biases = list(dict.fromkeys(args.bias))
+    if args.target in biases:
+        raise ValueError(f"--target {args.target!r} is also a --bias column")
+    features = args.features or [
+        c for c in table_columns(args.data) if c != args.target and c not in biases
+    ]
+    if args.target in features:
+        raise ValueError(f"--target {args.target!r} cannot be one of the --features")
+    if not features:
+        raise ValueError(f"{args.data} has no column left for the model's inputs")
+    frame = read_table(args.data, [*features, args.target, *biases])
+    check_features(frame[features])
+    for column in [args.target, *biases]:
+        check_labels(frame[column])
+    classes = cast_classes(args.classes, frame[args.target]) if args.classes else None
+    start = time.perf_counter()
+    with opened_model(args, progress=not args.quiet, classes=classes) as model:
+        eraser = Eraser(
+            model,
+            rule=args.rule,
+            max_epochs=args.max_epochs,
+            holdout=args.holdout,
+            random_state=args.random_state,
+            progress=not args.quiet,
+        )
+        eraser.fit(frame[features], frame[args.target], bias=frame[biases])
+        queried = f"{eraser.n_queries_} model queries{http_summary(model)}"
+    out = eraser.save(args.out)
+    print(
+        f"fitted on {len(frame)} rows of {args.data} ({len(features)} features; "
+        f"classes {eraser.classes_.tolist()}): {queried}"
+    )
+    for name, values, report in zip(
+        eraser.bias_names_, eraser.bias_values_, eraser.patch_fit_, strict=True
+    ):
+        empty = eraser.empty_cells_[name]
+        print(
+            f"  bias {name!r} (values {values.tolist()}): patch stopped at epoch "
+            f"{report.epochs} (best {report.best_epoch}), held-out loss "
+            f"{report.heldout_loss:.4f}; empty (target, bias) cells: {empty or 'none'}"
+        )
+    print(f"wrote {out} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    """Register the ``fit`` command on an ``add_subparsers()`` object."""
+    fit = commands.add_parser(
+        "fit",
+        help="fit an eraser on a calibration table against a deployed model",
+        description=(
+            "Query the model once per calibration row, distil its bias rule for each --bias "
+            "column and train one patch each; save the eraser (eraser.json and "
+            "patches.safetensors, no pickle) to --out."
+        ),
+    )
+    fit.add_argument("--data", required=True, metavar="FILE", help="calibration .csv or .parquet")
+    fit.add_argument("--target", required=True, metavar="COL", help="the true label column")
+    fit.add_argument(
+        "--bias", required=True, action="append", metavar="COL",
+        help="a bias attribute column (repeat for several: one patch each)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--features", nargs="+", metavar="COL",
+        help="the model's input columns, in the model's order (default: every column but the "
+        "target and the bias columns; list a bias column here if the model takes it)",
+    )  # fmt: skip
+    fit.add_argument("--out", required=True, metavar="ERASER_DIR", help="where to save the eraser")
+    fit.add_argument(
+        "--classes", nargs="+", metavar="LABEL",
+        help="the labels of the model's output columns, in order (a URL or ONNX model gives "
+        "none: default 0 .. k-1)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--rule", choices=["group", "sample"], default="group",
+        help="'group': the patch predicts p(b|x) and mixes per-group rules (default); "
+        "'sample': the paper's per-sample patch",
+    )  # fmt: skip
+    fit.add_argument(
+        "--holdout", type=float, default=0.2, metavar="SHARE",
+        help="share of the calibration rows held out for early stopping (default 0.2)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--max-epochs", type=int, default=200, metavar="N",
+        help="most training epochs per patch (default 200)",
+    )  # fmt: skip
+    fit.add_argument(
+        "--random-state", type=int, default=0, metavar="SEED",
+        help="seed of the patches' training (default 0)",
+    )  # fmt: skip
+    fit.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_model_options(fit)
+    fit.set_defaults(run=run)
+    return fit
