@@ -54,12 +54,20 @@ class Distillation:
 
 
 def log_proba(proba: np.ndarray, eps: float = EPS) -> np.ndarray:
-    """``log`` of probabilities clipped to ``[eps, 1]``: safe against zeros."""
+    """``log`` of probabilities clipped to ``[eps, 1]``: safe against zeros.
+
+    >>> log_proba([[1.0, 0.0]], eps=1e-6).round(3)
+    array([[  0.   , -13.816]])
+    """
     return np.log(np.clip(np.asarray(proba, dtype=np.float64), eps, 1.0))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, stable for large logits."""
+    """Row-wise softmax, stable for large logits.
+
+    >>> softmax(np.array([[1000.0, 1000.0]]))
+    array([[0.5, 0.5]])
+    """
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
@@ -70,7 +78,13 @@ def cell_means(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean log-output ``mu[i, b]`` and sample count of every (target, bias) cell.
 
-    Empty cells hold NaN.
+    Returns ``(mu, counts)`` of shapes ``(k, m, k_out)`` and ``(k, m)``; empty cells hold NaN.
+
+    >>> mu, counts = cell_means(np.log([[0.5, 0.5], [0.25, 0.75]]), np.array([0, 1]),
+    ...                         np.array([0, 0]), n_classes=2, n_bias=2)
+    >>> counts
+    array([[1., 0.],
+           [1., 0.]])
     """
     k_out = log_outputs.shape[1]
     cell = y * n_bias + bias
@@ -83,7 +97,15 @@ def cell_means(
 
 
 def fill_empty_cells(mu: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Fill empty cells of ``mu`` with an additive fit ``t[i] + c[b]`` to the observed cells."""
+    """Fill empty cells of ``mu`` with an additive fit ``t[i] + c[b]`` to the observed cells.
+
+    ``mu``: ``(k, m, k_out)`` cell means (NaN where empty); ``counts``: ``(k, m)``, the
+    least-squares weights. Returns a filled copy (``mu`` itself when no cell is empty).
+
+    >>> mu = np.array([[[0.0], [1.0]], [[2.0], [np.nan]]])  # 2 targets x 2 biases, 1 output
+    >>> fill_empty_cells(mu, np.array([[1, 1], [1, 0]]))[1, 1]  # target +2, bias +1
+    array([3.])
+    """
     k, m, _ = mu.shape
     seen = counts > 0
     if seen.all():
@@ -108,8 +130,25 @@ def distill(
 ) -> Distillation:
     """Distil the bias rule (Eq. 17) from the model's log-outputs on the calibration set.
 
-    ``log_outputs``: ``log M(x)``, ``(n, k)``; ``y``: target indices in ``[0, n_classes)``;
-    ``bias``: bias indices in ``[0, n_bias)``. Vectorised: O(n k) work.
+    Parameters
+    ----------
+    log_outputs: ``log M(x)`` on the calibration set, ``(n, k)``.
+    y: target indices in ``[0, n_classes)``. bias: bias indices in ``[0, n_bias)``.
+    n_classes, n_bias: k and m.
+
+    Returns
+    -------
+    The :class:`Distillation` (per-sample rules, cell means, counts, group rules, empty
+    cells). Vectorised: O(n k) work.
+
+    Example
+    -------
+    >>> log_m = np.log([[0.9, 0.1], [0.6, 0.4], [0.4, 0.6], [0.1, 0.9]])  # follows b
+    >>> y, b = np.array([0, 1, 0, 1]), np.array([0, 0, 1, 1])
+    >>> d = distill(log_m, y, b, n_classes=2, n_bias=2)
+    >>> d.group_rules.round(2)  # bias 0 pushes class 0, bias 1 class 1
+    array([[0.79, 0.21],
+           [0.21, 0.79]])
     """
     log_outputs = np.asarray(log_outputs, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)

@@ -30,7 +30,11 @@ class BiasMeter:
 
 
 def meter(original: np.ndarray, fair: np.ndarray) -> BiasMeter:
-    """Compare original and fair probabilities, both ``(n, k)``."""
+    """Compare original and fair probabilities, both ``(n, k)``.
+
+    >>> meter(np.array([[0.8, 0.2], [0.3, 0.7]]), np.array([[0.4, 0.6], [0.3, 0.7]])).changed
+    50.0
+    """
     original = np.asarray(original, dtype=np.float64)
     fair = np.asarray(fair, dtype=np.float64)
     if original.shape != fair.shape:
@@ -46,5 +50,15 @@ def meter(original: np.ndarray, fair: np.ndarray) -> BiasMeter:
 
 
 def bias_meter(eraser: Eraser, X: Any) -> BiasMeter:
-    """Measure, on unlabelled rows ``X``, how much erasing moves the deployed model."""
+    """Measure, on unlabelled rows ``X``, how much erasing moves the deployed model.
+
+    Parameters
+    ----------
+    eraser: a fitted :class:`ruleeraser.Eraser`. X: unlabelled rows (one model query each).
+
+    Returns
+    -------
+    A :class:`BiasMeter`: ``changed`` (% of decisions that change), ``total_variation``,
+    ``kl`` and ``n``.
+    """
     return meter(*eraser.model_and_fair_proba(X))

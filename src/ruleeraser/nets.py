@@ -123,7 +123,13 @@ def resnet34(in_channels: int, n_outputs: int, width: int = 64) -> ResNet:
 def image_net(
     name: str, in_channels: int, n_outputs: int, width: int | None = None
 ) -> SmallCNN | ResNet:
-    """The image net ``name`` of :data:`IMAGE_NETS`; ``width=None``: the net's default."""
+    """The image net ``name`` of :data:`IMAGE_NETS`; ``width=None``: the net's default.
+
+    >>> import torch
+    >>> net = image_net("cnn", in_channels=3, n_outputs=10, width=8)
+    >>> net(torch.zeros(2, 3, 28, 28)).shape, net.embed(torch.zeros(2, 3, 28, 28)).shape
+    (torch.Size([2, 10]), torch.Size([2, 32]))
+    """
     builders = {"cnn": SmallCNN, "resnet18": resnet18, "resnet34": resnet34}
     if name not in builders:
         raise ValueError(f"unknown image net {name!r}; expected one of {IMAGE_NETS}")

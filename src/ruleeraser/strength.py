@@ -28,9 +28,32 @@ def strength_curve(
     bias: Any,
     strengths: Sequence[float] = DEFAULT_STRENGTHS,
 ) -> list[dict[str, float]]:
-    """``strength``, ``avg_acc``, ``worst_acc`` and ``model_bias`` for each strength.
+    """The paper's group metrics along a grid of strengths.
 
-    The model is queried once; ``bias`` is the attribute the bias is measured on.
+    Parameters
+    ----------
+    eraser: a fitted :class:`ruleeraser.Eraser`.
+    X, y, bias: labelled held-out rows (the model is queried once per row); ``bias`` is the
+        attribute the bias is measured on.
+    strengths: the grid (default 0, 0.1, ..., 2).
+
+    Returns
+    -------
+    One dict per strength: ``strength``, ``avg_acc``, ``worst_acc``, ``model_bias``.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from ruleeraser import Eraser
+    >>> rng = np.random.default_rng(0)
+    >>> y = rng.integers(0, 2, 1500); b = np.where(rng.random(1500) < 0.9, y, 1 - y)
+    >>> X = np.c_[y + rng.normal(0, 1.5, 1500), b]
+    >>> eraser = Eraser(LogisticRegression().fit(X, y), random_state=0, max_epochs=20)
+    >>> eraser = eraser.fit(X[:500], y[:500], bias=b[:500])
+    >>> curve = strength_curve(eraser, X[500:], y[500:], b[500:], strengths=[0.0, 1.0])
+    >>> curve[1]["model_bias"] < curve[0]["model_bias"]
+    True
     """
     y = to_labels(y, "y")
     bias = to_labels(bias, "bias")
@@ -56,7 +79,12 @@ def select_strength(
 
     ``target="least_bias"``: the strength of lowest model bias (ties: higher average group
     accuracy). ``target="best_accuracy"``: the strength of highest average group accuracy
-    among those with model bias at most ``max_bias`` (required).
+    among those with model bias at most ``max_bias`` (required). The other parameters are
+    :func:`strength_curve`'s; the eraser's ``strength`` is set to the choice.
+
+    Returns
+    -------
+    ``(strength, curve)``.
     """
     if target not in ("least_bias", "best_accuracy"):
         raise ValueError(f"target must be 'least_bias' or 'best_accuracy', got {target!r}")

@@ -78,6 +78,21 @@ def fit_module(
     the lowest held-out loss are restored. ``loss="soft"``: cross-entropy to soft labels
     ``target`` ``(n, k)``; ``loss="hard"``: cross-entropy to class indices ``(n,)``. For a
     module with BatchNorm, a last mini-batch of one row is merged into the one before.
+
+    Returns
+    -------
+    A :class:`FitReport`; ``module`` is trained in place and left in eval mode.
+
+    Example
+    -------
+    >>> X = torch.randn(200, 2); y = (X[:, 0] > 0).long()
+    >>> report = fit_module(
+    ...     nn.Linear(2, 2), X, y, loss="hard", heldout=np.arange(200) % 5 == 0,
+    ...     generator=torch.Generator().manual_seed(0), max_epochs=30, patience=5,
+    ...     learning_rate=0.1, weight_decay=0.0, batch_size=32,
+    ... )
+    >>> report.heldout_accuracy > 0.9
+    True
     """
     train_idx = torch.from_numpy(np.flatnonzero(~heldout))
     hold_idx = torch.from_numpy(np.flatnonzero(heldout))
