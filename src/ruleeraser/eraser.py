@@ -48,6 +48,8 @@ def _is_patch(value: Any) -> bool:
 
 
 def _are_classes(value: Any) -> bool:
+    if isinstance(value, (str, bytes)):
+        return False
     labels = list(value)
     return len(labels) >= 2 and len(set(labels)) == len(labels)
 
@@ -119,7 +121,9 @@ class Eraser:
         "model": [Satisfies(lambda m: m is not None, "a model")],
         "patch": [Options(PATCHES), Satisfies(_is_patch, "a torch module or a module factory")],
         "rule": [Options(RULES)],
-        "hidden_sizes": [Satisfies(positive_int_sequence, "a non-empty list of positive ints")],
+        "hidden_sizes": [
+            Satisfies(positive_int_sequence, "a non-empty list of positive ints", (list, tuple))
+        ],
         "max_epochs": [Interval(int, 1, None)],
         "patience": [Interval(int, 1, None)],
         "learning_rate": [Interval(float, 0, None, closed="neither")],
@@ -128,7 +132,12 @@ class Eraser:
         "query_batch_size": [Interval(int, 1, None)],
         "holdout": [Interval(float, 0, 1, closed="neither")],
         "output": [None, Options(("proba", "logits"))],
-        "classes": [None, Satisfies(_are_classes, "a sequence of at least 2 distinct labels")],
+        "classes": [
+            None,
+            Satisfies(
+                _are_classes, "a sequence of at least 2 distinct labels", (list, tuple, np.ndarray)
+            ),
+        ],
         "eps": [Interval(float, 0, 0.1, closed="right")],
         "strength": [Interval(float, 0, None)],
         "random_state": [None, Interval(int, 0, 2**32 - 1)],
@@ -188,6 +197,11 @@ class Eraser:
 
     def _validate_params(self, where: str = "") -> None:
         validate_params(self.get_params(), self._parameter_constraints, where=where)
+        if self.batch_size != DEPRECATED and self.patch_batch_size is not None:
+            raise ValueError(
+                f"{where}batch_size is the deprecated name of patch_batch_size: pass only "
+                "patch_batch_size"
+            )
 
     def get_params(self, deep: bool = False) -> dict[str, Any]:
         """The constructor's parameters (scikit-learn convention)."""
@@ -419,15 +433,19 @@ class Eraser:
         config, weights, where = persist.read_eraser(path)
         if config["patch"] == "custom" and patch is None:
             raise ValueError(f"{where}fitted with a custom patch: pass patch=<module>")
-        eraser = cls(model, patch=config["patch"] if patch is None else patch)
-        validate_params(config["params"], cls._parameter_constraints, where=where)
+        saved = {"patch": config["patch"]} if patch is None else {}
+        try:
+            validate_params({**saved, **config["params"]}, cls._parameter_constraints, where=where)
+        except (TypeError, ValueError) as exc:  # the file's fault, not the caller's
+            raise persist.EraserFileError(str(exc)) from None
+        eraser = cls(model, patch=patch if patch is not None else config["patch"])
         eraser.set_params(**config["params"])
         eraser.blackbox_ = as_blackbox(
             model, output=eraser.output, query_batch_size=eraser.query_batch_size
         )
         eraser.classes_ = np.asarray(config["classes"])
         eraser.n_classes_ = len(eraser.classes_)
-        _check_model_classes(eraser.blackbox_.classes, eraser.classes_)
+        _check_model_classes(eraser.blackbox_.classes, eraser.classes_, where)
         eraser.input_shape_ = tuple(config["input_shape"])
         if config["features"] is not None:
             eraser.feature_names_in_ = list(config["features"])
@@ -448,7 +466,7 @@ class Eraser:
                 )  # fmt: skip
             except ValueError as exc:
                 name = eraser.bias_names_[j]
-                raise ValueError(f"{where}patch {j} (bias {name!r}): {exc}") from None
+                raise persist.EraserFileError(f"{where}patch {j} (bias {name!r}): {exc}") from None
             eraser.patches_.append(module)
         return eraser
 
@@ -459,7 +477,7 @@ def check_is_fitted(eraser: Eraser) -> None:
         raise RuntimeError("this Eraser is not fitted yet; call fit(X, y, bias=...) first")
 
 
-def _check_model_classes(model_classes: np.ndarray | None, fitted: np.ndarray) -> None:
+def _check_model_classes(model_classes: np.ndarray | None, fitted: np.ndarray, where: str) -> None:
     if model_classes is None:
         return
     same = len(model_classes) == len(fitted) and all(
@@ -467,6 +485,6 @@ def _check_model_classes(model_classes: np.ndarray | None, fitted: np.ndarray) -
     )
     if not same:
         raise ValueError(
-            f"the model's classes {model_classes.tolist()[:10]} are not the labels the eraser "
-            f"was fitted with {fitted.tolist()[:10]}: this eraser belongs to another model"
+            f"{where}the model's classes {model_classes.tolist()[:10]} are not the labels the "
+            f"eraser was fitted with {fitted.tolist()[:10]}: this eraser belongs to another model"
         )

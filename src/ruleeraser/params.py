@@ -33,12 +33,13 @@ class Interval:
     high: float | None
     closed: Closed = "both"
 
+    def of_kind(self, value: Any) -> bool:
+        """Whether ``value`` is a number of this interval's kind (in range or not)."""
+        number = numbers.Integral if self.kind is int else numbers.Real
+        return isinstance(value, number) and not isinstance(value, bool)
+
     def accepts(self, value: Any) -> bool:
-        if isinstance(value, bool):
-            return False
-        if self.kind is int and not isinstance(value, numbers.Integral):
-            return False
-        if not isinstance(value, numbers.Real) or not math.isfinite(value):
+        if not self.of_kind(value) or not math.isfinite(value):
             return False
         open_low, open_high = (
             self.closed in ("right", "neither"),
@@ -50,16 +51,20 @@ class Interval:
 
     def __str__(self) -> str:
         kind = "an int" if self.kind is int else "a float"
-        if self.low is not None and self.high is not None:
+        low, high = (
+            (b if b is None else str(int(b)) if self.kind is int else f"{b:g}")
+            for b in (self.low, self.high)
+        )
+        if low is not None and high is not None:
             left = "[" if self.closed in ("both", "left") else "("
             right = "]" if self.closed in ("both", "right") else ")"
-            return f"{kind} in {left}{self.low:g}, {self.high:g}{right}"
-        if self.low is not None:
+            return f"{kind} in {left}{low}, {high}{right}"
+        if low is not None:
             sign = ">=" if self.closed in ("both", "left") else ">"
-            return f"{kind} {sign} {self.low:g}"
-        if self.high is not None:
+            return f"{kind} {sign} {low}"
+        if high is not None:
             sign = "<=" if self.closed in ("both", "right") else "<"
-            return f"{kind} {sign} {self.high:g}"
+            return f"{kind} {sign} {high}"
         return f"a finite {self.kind.__name__}"
 
 
@@ -68,6 +73,10 @@ class Options:
     """One of a fixed set of values."""
 
     values: tuple[Any, ...]
+
+    def of_kind(self, value: Any) -> bool:
+        """Whether ``value`` has the type of one of the options."""
+        return any(type(value) is type(v) for v in self.values)
 
     def accepts(self, value: Any) -> bool:
         return isinstance(value, (str, bool, type(None))) and value in self.values
@@ -83,6 +92,9 @@ class InstanceOf:
     types: tuple[type, ...]
     description: str
 
+    def of_kind(self, value: Any) -> bool:
+        return isinstance(value, self.types)
+
     def accepts(self, value: Any) -> bool:
         return isinstance(value, self.types)
 
@@ -92,10 +104,15 @@ class InstanceOf:
 
 @dataclass(frozen=True)
 class Satisfies:
-    """A value for which ``check`` is true."""
+    """A value for which ``check`` is true; a value of one of the types ``kind`` that fails
+    the check is out of range (``ValueError``), any other a wrong type (``TypeError``)."""
 
     check: Callable[[Any], bool]
     description: str
+    kind: tuple[type, ...] = ()
+
+    def of_kind(self, value: Any) -> bool:
+        return isinstance(value, self.kind)
 
     def accepts(self, value: Any) -> bool:
         try:
@@ -114,6 +131,10 @@ def _accepts(constraint: Constraint, value: Any) -> bool:
     return value is None if constraint is None else constraint.accepts(value)
 
 
+def _of_kind(constraint: Constraint, value: Any) -> bool:
+    return value is None if constraint is None else constraint.of_kind(value)
+
+
 def _describe(constraints: Iterable[Constraint]) -> str:
     parts = ["None" if c is None else str(c) for c in constraints]
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " or " + parts[-1]
@@ -122,16 +143,25 @@ def _describe(constraints: Iterable[Constraint]) -> str:
 def validate_params(
     params: Mapping[str, Any], constraints: Mapping[str, list[Constraint]], *, where: str = ""
 ) -> None:
-    """Raise ``TypeError`` (wrong kind) or ``ValueError`` (out of range) for the first
-    parameter of ``params`` that meets none of its ``constraints``; ``where`` prefixes the
-    message (a file, say)."""
+    """Check each of ``params`` against its list of ``constraints`` (it must meet one).
+
+    Parameters
+    ----------
+    params: parameter name -> value.
+    constraints: parameter name -> the constraints it may meet (``None``: the value None).
+    where: prefixes the message (a file, say).
+
+    Raises
+    ------
+    ValueError: a value of the right kind out of range (NaN, ``0`` for a positive int, an
+        unknown option), naming the parameter, the value and what was expected.
+    TypeError: a value of another kind (a string for a number, a float for an int).
+    """
     for name, value in params.items():
         allowed = constraints[name]
         if any(_accepts(c, value) for c in allowed):
             continue
-        numeric = isinstance(value, numbers.Real) and not isinstance(value, bool)
-        range_only = numeric and any(isinstance(c, Interval) for c in allowed)
-        error = ValueError if range_only or isinstance(value, str) else TypeError
+        error = ValueError if any(_of_kind(c, value) for c in allowed) else TypeError
         raise error(f"{where}{name} must be {_describe(allowed)}; got {value!r}")
 
 

@@ -100,8 +100,9 @@ def write_eraser(
     _sync_dir(path)
     os.replace(pending, path / WEIGHTS)
     _sync_dir(path)
-    for stale in path.glob("patches.*.safetensors"):  # left by interrupted writes
-        stale.unlink(missing_ok=True)
+    for pattern in ("patches.*.safetensors", ".eraser-*.json.tmp"):  # left by killed writes
+        for stale in path.glob(pattern):
+            stale.unlink(missing_ok=True)
     return path
 
 
@@ -128,6 +129,10 @@ def read_eraser(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
     check_config(config, where)
     weights_file = path / WEIGHTS
     digest = config.get("weights_sha256")
+    if config["format"] == FORMAT and not (
+        isinstance(digest, str) and len(digest) == 64 and set(digest) <= set("0123456789abcdef")
+    ):
+        _fail(where, "weights_sha256", "the SHA-256 of the weights (64 hex digits)", digest)
     if digest is not None and _pending(path, digest).is_file():
         weights_file = _pending(path, digest)  # a write stopped after its commit point
     if not weights_file.is_file():
@@ -218,3 +223,10 @@ def _check_bias(bias: Any, field: str, where: str) -> None:
     fit = bias["fit"]
     if not isinstance(fit, dict) or set(fit) != _FIT_FIELDS:
         _fail(where, f"{field}.fit", f"an object of {sorted(_FIT_FIELDS)}", fit)
+    for key, value in fit.items():
+        counts = key in ("epochs", "best_epoch", "n_train", "n_heldout")
+        if counts and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            _fail(where, f"{field}.fit.{key}", "a non-negative int", value)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not counts and not number and not (key == "heldout_accuracy" and value is None):
+            _fail(where, f"{field}.fit.{key}", "a number", value)
