@@ -22,6 +22,19 @@ def opened_model(
     """The ``--model`` of the command line as a BlackBox, closed (HTTP pool, cache) after use."""
     from ruleeraser.model_files import load_model
 
+    model = load_model(args.model, **model_options(args, progress=progress, classes=classes))
+    try:
+        yield model
+    finally:
+        close = getattr(model.fn, "close", None)
+        if close is not None:
+            close()
+
+
+def model_options(
+    args: argparse.Namespace, *, progress: bool = False, classes: list[Any] | None = None
+) -> dict[str, Any]:
+    """``load_model``'s keyword arguments for ``--model`` from the command line's options."""
     options = {k: getattr(args, k) for k in _HTTP_OPTIONS if getattr(args, k) is not None}
     if args.header:
         options["headers"] = dict(parse_header(h) for h in args.header)
@@ -31,20 +44,13 @@ def opened_model(
         raise ValueError(f"{flags} apply only to a model at an http(s) URL, not {args.model}")
     if is_url:
         options["progress"] = progress
-    model = load_model(
-        args.model,
-        allow_pickle=args.allow_pickle,
-        output=args.model_output,
-        output_name=args.output_name,
-        classes=classes,
+    return {
+        "allow_pickle": args.allow_pickle,
+        "output": args.model_output,
+        "output_name": args.output_name,
+        "classes": classes,
         **options,
-    )
-    try:
-        yield model
-    finally:
-        close = getattr(model.fn, "close", None)
-        if close is not None:
-            close()
+    }
 
 
 def parse_header(text: str) -> tuple[str, str]:
