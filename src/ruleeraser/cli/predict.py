@@ -1,4 +1,5 @@
-"""``ruleeraser predict``: fair probabilities and decisions for a table, streamed in chunks."""
+"""``ruleeraser predict``: fair probabilities and decisions for a table streamed in chunks, or
+for a Parquet dataset scored partition by partition on a local, Ray or Dask engine."""
 
 from __future__ import annotations
 
@@ -9,44 +10,82 @@ from ruleeraser.cli.common import (
     add_model_options,
     add_stream_options,
     chunks,
-    eraser_features,
     http_summary,
+    model_options,
     opened_model,
     rows_error,
 )
 
 
 def run(args: argparse.Namespace) -> int:
-    from ruleeraser import Eraser
-    from ruleeraser.tables import TableWriter, check_features, require_columns
+    from ruleeraser.scale.dataset import is_dataset
 
-    keep = list(dict.fromkeys(args.keep_columns or []))
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if is_dataset(args.data):
+        return _run_dataset(args)
+    if args.engine != "local" or args.workers or args.address:
+        raise ValueError(
+            f"--engine, --workers and --address score a Parquet dataset: give --data as a "
+            f"directory or a glob (e.g. 'rows/*.parquet'), not the file {args.data}"
+        )
+    return _run_file(args)
+
+
+def _run_file(args: argparse.Namespace) -> int:
+    from ruleeraser import Eraser
+    from ruleeraser.scale.batch import FairScorer
+    from ruleeraser.tables import TableWriter, require_columns
+
     with opened_model(args) as model:
-        eraser = Eraser.load(args.eraser, model)
-        features = eraser_features(eraser, args.features)
-        require_columns(args.data, [*features, *keep])
-        names = [str(c) for c in eraser.classes_]
-        taken = {f"proba_{c}" for c in names} | {"prediction"} | {f"model_proba_{c}" for c in names}
-        if clash := sorted(taken & set(keep)):
-            raise ValueError(f"--keep-columns {clash} clash with the output columns")
+        scorer = FairScorer.around(
+            Eraser.load(args.eraser, model),
+            keys=args.keep_columns or [],
+            features=args.features,
+            keep_original=args.keep_original,
+        )
+        require_columns(args.data, [*scorer.features, *scorer.keys])
         with TableWriter(args.out) as writer:
-            for start, chunk in chunks(args, [*features, *keep]):
-                X = chunk[features]
+            for start, chunk in chunks(args, [*scorer.features, *scorer.keys]):
+                where = f"data rows {start}-{start + len(chunk) - 1}"
                 try:
-                    check_features(X, start)
-                    proba, fair = eraser.model_and_fair_proba(X)
-                except (ValueError, RuntimeError) as exc:
+                    writer.write(scorer.frame(chunk, where=where, first_row=start))
+                except RuntimeError as exc:
                     raise rows_error(start, chunk, exc) from exc
-                out = chunk[keep].reset_index(drop=True)
-                for j, c in enumerate(names):
-                    out[f"proba_{c}"] = fair[:, j]
-                out["prediction"] = eraser.classes_[fair.argmax(axis=1)]
-                if args.keep_original:
-                    for j, c in enumerate(names):
-                        out[f"model_proba_{c}"] = proba[:, j]
-                writer.write(out)
         summary = http_summary(model)
     print(f"wrote {writer.rows} rows to {args.out}{summary}")
+    return 0
+
+
+def _run_dataset(args: argparse.Namespace) -> int:
+    from ruleeraser.scale.job import predict_dataset
+
+    options = model_options(args)
+    options.pop("progress", None)  # the job's progress bar, not one per HTTP client
+    result = predict_dataset(
+        args.data,
+        args.out,
+        eraser=args.eraser,
+        model=args.model,
+        engine=args.engine,
+        workers=args.workers,
+        address=args.address,
+        keys=args.keep_columns or [],
+        features=args.features,
+        keep_original=args.keep_original,
+        partition_rows=args.partition_rows,
+        batch_rows=args.chunk_rows,
+        progress=not args.quiet,
+        **options,
+    )
+    workers = {k: v for k, v in result.peak_mb.items() if k != "driver"}
+    sent = f", {result.rows_sent} rows sent to the model" if result.rows_sent else ""
+    print(
+        f"wrote {result.rows} rows in {result.written} partition(s) to {args.out} "
+        f"({result.skipped} of {result.partitions} already complete){sent}; "
+        f"peak memory: {max(workers.values(), default=0):.0f} MB per worker, "
+        f"{result.peak_mb['driver']:.0f} MB here"
+    )
     return 0
 
 
@@ -54,15 +93,24 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     """Register the ``predict`` command on an ``add_subparsers()`` object."""
     predict = commands.add_parser(
         "predict",
-        help="fair probabilities and decisions for a table, streamed in chunks",
+        help="fair probabilities and decisions for a table or a Parquet dataset",
         description=(
-            "Read --data in chunks, query the model once per row, remove the bias rule and "
-            "write proba_<class> columns and the fair prediction to --out (.csv or .parquet) "
-            "chunk by chunk."
+            "Query the model once per row, remove the bias rule and write proba_<class> "
+            "columns and the fair prediction. A file --data (.csv or .parquet) is streamed in "
+            "chunks to the file --out. A Parquet dataset --data (a directory or a glob) is "
+            "scored partition by partition on --engine into the directory --out, mirroring "
+            "the input's files; each partition is renamed into place when complete, and a "
+            "rerun into the same --out skips the complete ones."
         ),
     )
-    predict.add_argument("--data", required=True, metavar="FILE", help="a .csv or .parquet table")
-    predict.add_argument("--out", required=True, metavar="FILE", help="output .csv or .parquet")
+    predict.add_argument(
+        "--data", required=True, metavar="PATH",
+        help="a .csv or .parquet file, or a Parquet dataset: a directory or a quoted glob",
+    )  # fmt: skip
+    predict.add_argument(
+        "--out", required=True, metavar="PATH",
+        help="output .csv or .parquet file; for a dataset, a directory",
+    )  # fmt: skip
     predict.add_argument(
         "--keep-original", action="store_true",
         help="also write the model's own probabilities (model_proba_<class>)",
@@ -72,6 +120,28 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="input columns copied to the output, e.g. an id",
     )  # fmt: skip
     add_stream_options(predict)
+    scale = predict.add_argument_group("a Parquet dataset")
+    scale.add_argument(
+        "--engine", choices=["local", "ray", "dask"], default="local",
+        help="where the partitions are scored: 'local' (threads of this process), 'ray' "
+        "(actors) or 'dask' (worker processes) (default local)",
+    )  # fmt: skip
+    scale.add_argument(
+        "--workers", type=int, metavar="N",
+        help="threads (local), actors (ray) or worker processes of a local Dask cluster "
+        "(default: 1 for local and dask, the cluster's CPUs for ray)",
+    )  # fmt: skip
+    scale.add_argument(
+        "--address", metavar="ADDR",
+        help="join a running cluster (ray: e.g. auto or HOST:6379; dask: the scheduler, "
+        "tcp://HOST:8786) instead of starting a local one; its workers need rule-eraser "
+        "installed and --eraser and --model at the same paths",
+    )  # fmt: skip
+    scale.add_argument(
+        "--partition-rows", type=int, default=1_000_000, metavar="N",
+        help="a file of several row groups is split into partitions of at least N rows "
+        "(default 1000000)",
+    )  # fmt: skip
     add_model_options(predict)
     predict.set_defaults(run=run)
     return predict
