@@ -6,7 +6,7 @@ import inspect
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -14,7 +14,7 @@ from torch import nn
 
 from ruleeraser import persist
 from ruleeraser.blackbox import DEFAULT_QUERY_BATCH, Output, as_blackbox
-from ruleeraser.distill import EPS, Distillation, distill, log_proba
+from ruleeraser.distill import EPS, Distillation, distill, log_proba, softmax
 from ruleeraser.inputs import (
     align_to,
     bias_columns,
@@ -22,25 +22,20 @@ from ruleeraser.inputs import (
     check_feature_names,
     encode_labels,
     n_rows,
-    plain,
     to_labels,
     to_tensor,
 )
 from ruleeraser.params import Interval, Options, Satisfies, positive_int_sequence, validate_params
-from ruleeraser.patch import (
-    PATCHES,
-    RULES,
-    PatchSpec,
-    Rule,
-    check_patch_spec,
-    rebuild_patch,
-    train_patch,
-)
+from ruleeraser.patch import PATCHES, RULES, PatchSpec, Rule, check_patch_spec, train_patch
 from ruleeraser.remove import remove_log
 from ruleeraser.training import FitReport
 
 #: ``batch_size`` before it was split into ``patch_batch_size`` and ``query_batch_size``.
 DEPRECATED = "deprecated"
+
+#: The ``prior`` values: what the removal does with the class prior the patches hold.
+Prior = Literal["balanced", "keep"]
+PRIORS = ("balanced", "keep")
 
 
 def _is_patch(value: Any) -> bool:
@@ -85,6 +80,13 @@ class Eraser:
     eps: probabilities are clipped to ``[eps, 1]`` before the log.
     strength: how much of the patches' log-output is subtracted (1: the paper's Eq. 19; 0: the
         model unchanged); see :func:`ruleeraser.strength.select_strength`.
+    prior: ``"balanced"``: the paper's Eq. 19, which subtracts all of ``log G_j``, the class
+        prior with the bias, and so makes the model class-balanced; ``"keep"``: subtract only
+        the bias-dependent part, ``log G_j - log class_prior_[j]``, so that the model keeps its
+        own class prior (``docs/prior.md``).
+    n_threads: torch intra-op threads while training the patches (the caller's setting is
+        restored after); None: one thread for a patch whose training step is small (a tabular
+        MLP), the caller's threads for a larger one (see :mod:`ruleeraser.training`).
     random_state: seed of the patches' initialisation, held-out split and batch order.
     progress: show a progress bar per patch.
     batch_size: deprecated alias of ``patch_batch_size``.
@@ -103,6 +105,9 @@ class Eraser:
     patches_: the patches ``log G_j``, torch modules in eval mode.
     patch_fit_: how each patch's training went (:class:`ruleeraser.training.FitReport`).
     empty_cells_: per bias column, the (target, bias) label pairs with no calibration row.
+    class_prior_: per bias column, the class prior its patch holds, ``(n_biases, k)``: the
+        normalised geometric mean of ``G_j`` over the calibration rows (used by
+        ``prior="keep"``).
 
     Example
     -------
@@ -140,6 +145,8 @@ class Eraser:
         ],
         "eps": [Interval(float, 0, 0.1, closed="right")],
         "strength": [Interval(float, 0, None)],
+        "prior": [Options(PRIORS)],
+        "n_threads": [None, Interval(int, 1, None)],
         "random_state": [None, Interval(int, 0, 2**32 - 1)],
         "progress": [Options((True, False))],
         "batch_size": [Options((DEPRECATED,)), None, Interval(int, 1, None)],
@@ -163,6 +170,8 @@ class Eraser:
         classes: Sequence[Any] | None = None,
         eps: float = EPS,
         strength: float = 1.0,
+        prior: Prior = "balanced",
+        n_threads: int | None = None,
         random_state: int | None = None,
         progress: bool = False,
         batch_size: int | None | str = DEPRECATED,
@@ -182,6 +191,8 @@ class Eraser:
         self.classes = classes
         self.eps = eps
         self.strength = strength
+        self.prior = prior
+        self.n_threads = n_threads
         self.random_state = random_state
         self.progress = progress
         self.batch_size = batch_size
@@ -286,7 +297,7 @@ class Eraser:
                 batch_size=self._patch_batch_size(), max_epochs=self.max_epochs,
                 patience=self.patience, learning_rate=self.learning_rate,
                 weight_decay=self.weight_decay, progress=self.progress,
-                description=f"patch[{name}]",
+                description=f"patch[{name}]", n_threads=self.n_threads,
             )  # fmt: skip
             names.append(name)
             values.append(levels[name])
@@ -300,6 +311,9 @@ class Eraser:
             name: [(self.classes_[i], level[b]) for i, b in d.empty_cells]
             for name, level, d in zip(names, values, distillations, strict=True)
         }
+        self.class_prior_ = np.stack(
+            [softmax(log_g.mean(axis=0)) for log_g in self._patch_log_proba(X_t)]
+        )
 
     def _resolve_classes(self, blackbox: Any, k: int) -> np.ndarray:
         classes = blackbox.classes if self.classes is None else np.asarray(self.classes)
@@ -325,12 +339,28 @@ class Eraser:
         return proba, self._patch_log_proba(X_t)
 
     def remove(
-        self, proba: np.ndarray, log_patches: Sequence[np.ndarray], *, strength: float | None = None
+        self,
+        proba: np.ndarray,
+        log_patches: Sequence[np.ndarray],
+        *,
+        strength: float | None = None,
+        prior: Prior | None = None,
     ) -> np.ndarray:
         """Fair probabilities from the model's probabilities and the patches' log-outputs
-        (Eq. 19/21 with this eraser's ``eps`` and ``strength``, or ``strength`` given)."""
+        (Eq. 19/21 with this eraser's ``eps``, ``strength`` and ``prior``, or those given)."""
         s = self.strength if strength is None else strength
-        return remove_log(log_proba(proba, self.eps), *log_patches, strength=s)
+        prior = self.prior if prior is None else prior
+        validate_params({"strength": s, "prior": prior}, self._parameter_constraints)
+        log_prior = None
+        if prior == "keep":
+            if not hasattr(self, "class_prior_"):
+                raise ValueError(
+                    "prior='keep' needs the class prior the patches hold, which this eraser "
+                    "lacks (saved before it was recorded): fit it again, or use "
+                    "prior='balanced'"
+                )
+            log_prior = np.log(self.class_prior_)
+        return remove_log(log_proba(proba, self.eps), *log_patches, strength=s, log_prior=log_prior)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Fair probabilities ``softmax(log M(x) - strength * sum_j log G_j(x))`` (Eq. 19/21)."""
@@ -388,38 +418,10 @@ class Eraser:
         none) in ``path``, never a mix. ``overwrite=False`` refuses an existing eraser.
         """
         check_is_fitted(self)
-        return persist.write_eraser(path, self._config(), self._tensors(), overwrite=overwrite)
-
-    def _config(self) -> dict[str, Any]:
-        saved = set(persist.SAVED_PARAMS)
-        params = {k: v for k, v in self.get_params().items() if k in saved}
+        params = {k: v for k, v in self.get_params().items() if k in persist.SAVED_PARAMS}
         params["patch_batch_size"] = self._patch_batch_size()
-        return {
-            "params": {k: plain(v) for k, v in params.items()},
-            "patch": self.patch if isinstance(self.patch, str) else "custom",
-            "classes": plain(self.classes_),
-            "input_shape": list(self.input_shape_),
-            "features": getattr(self, "feature_names_in_", None),
-            "n_queries": self.n_queries_,
-            "biases": [
-                {
-                    "name": name,
-                    "values": plain(values),
-                    "empty_cells": [plain(c) for c in self.empty_cells_[name]],
-                    "fit": report.to_dict(),
-                }
-                for name, values, report in zip(
-                    self.bias_names_, self.bias_values_, self.patch_fit_, strict=True
-                )
-            ],
-        }
-
-    def _tensors(self) -> dict[str, torch.Tensor]:
-        return {
-            f"patch{j}.{key}": value.detach().cpu().contiguous()
-            for j, module in enumerate(self.patches_)
-            for key, value in module.state_dict().items()
-        }
+        config, tensors = persist.fitted_state(self, params)
+        return persist.write_eraser(path, config, tensors, overwrite=overwrite)
 
     @classmethod
     def load(cls, path: str | Path, model: Any, *, patch: nn.Module | None = None) -> Eraser:
@@ -443,31 +445,7 @@ class Eraser:
         eraser.blackbox_ = as_blackbox(
             model, output=eraser.output, query_batch_size=eraser.query_batch_size
         )
-        eraser.classes_ = np.asarray(config["classes"])
-        eraser.n_classes_ = len(eraser.classes_)
-        _check_model_classes(eraser.blackbox_.classes, eraser.classes_, where)
-        eraser.input_shape_ = tuple(config["input_shape"])
-        if config["features"] is not None:
-            eraser.feature_names_in_ = list(config["features"])
-        eraser.n_queries_ = config["n_queries"]
-        biases = config["biases"]
-        eraser.bias_names_ = [b["name"] for b in biases]
-        eraser.bias_values_ = [np.asarray(b["values"]) for b in biases]
-        eraser.patch_fit_ = [FitReport(**b["fit"]) for b in biases]
-        eraser.empty_cells_ = {b["name"]: [tuple(c) for c in b["empty_cells"]] for b in biases}
-        eraser.patches_ = []
-        for j, values in enumerate(eraser.bias_values_):
-            prefix = f"patch{j}."
-            state = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
-            try:
-                module = rebuild_patch(
-                    eraser.patch, eraser.rule, eraser.input_shape_, eraser.n_classes_,
-                    len(values), state, hidden_sizes=eraser.hidden_sizes,
-                )  # fmt: skip
-            except ValueError as exc:
-                name = eraser.bias_names_[j]
-                raise persist.EraserFileError(f"{where}patch {j} (bias {name!r}): {exc}") from None
-            eraser.patches_.append(module)
+        persist.restore_fitted(eraser, config, weights, where)
         return eraser
 
 
@@ -475,16 +453,3 @@ def check_is_fitted(eraser: Eraser) -> None:
     """``RuntimeError`` unless ``eraser`` has been fitted (or loaded)."""
     if not hasattr(eraser, "patches_"):
         raise RuntimeError("this Eraser is not fitted yet; call fit(X, y, bias=...) first")
-
-
-def _check_model_classes(model_classes: np.ndarray | None, fitted: np.ndarray, where: str) -> None:
-    if model_classes is None:
-        return
-    same = len(model_classes) == len(fitted) and all(
-        str(a) == str(b) for a, b in zip(model_classes.tolist(), fitted.tolist(), strict=True)
-    )
-    if not same:
-        raise ValueError(
-            f"{where}the model's classes {model_classes.tolist()[:10]} are not the labels the "
-            f"eraser was fitted with {fitted.tolist()[:10]}: this eraser belongs to another model"
-        )

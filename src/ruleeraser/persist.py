@@ -5,7 +5,8 @@ column names when fitted on a DataFrame, and the SHA-256 of the weights) and
 ``patches.safetensors`` (each patch's state, keys prefixed ``patch{j}.``). Reading runs no
 code from the directory; it checks the JSON's structure and the weights against their hash,
 and names the file and the field at fault. :meth:`ruleeraser.Eraser.save` and
-:meth:`ruleeraser.Eraser.load` turn an eraser into these files and back.
+:meth:`ruleeraser.Eraser.load` turn an eraser into these files and back, through
+:func:`fitted_state` and :func:`restore_fitted` (the fitted attributes as saved, and back).
 
 Atomic writes: the new weights go to ``patches.<hash>.safetensors`` beside the old files, then
 ``eraser.json`` (naming that hash) replaces the old one in one rename, the commit point, and
@@ -24,9 +25,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
+
+from ruleeraser.inputs import plain
+from ruleeraser.patch import rebuild_patch
+from ruleeraser.training import FitReport
 
 FORMAT = "rule-eraser/2"
 OLD_FORMATS = ("rule-eraser/1",)  # no weights hash
@@ -34,8 +40,8 @@ CONFIG, WEIGHTS = "eraser.json", "patches.safetensors"
 #: The constructor parameters an eraser file keeps (the model and the patch are given again).
 SAVED_PARAMS = (
     "rule", "hidden_sizes", "max_epochs", "patience", "learning_rate", "weight_decay",
-    "patch_batch_size", "query_batch_size", "holdout", "output", "eps", "strength",
-    "random_state",
+    "patch_batch_size", "query_batch_size", "holdout", "output", "eps", "strength", "prior",
+    "n_threads", "random_state",
 )  # fmt: skip
 _FIT_FIELDS = {
     "epochs", "best_epoch", "heldout_loss", "train_loss", "heldout_accuracy", "n_train",
@@ -104,6 +110,92 @@ def write_eraser(
         for stale in path.glob(pattern):
             stale.unlink(missing_ok=True)
     return path
+
+
+def fitted_state(
+    eraser: Any, params: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The configuration (``params``: the saved constructor parameters) and the weights that
+    hold a fitted :class:`ruleeraser.Eraser`, for :func:`write_eraser`."""
+    config = {
+        "params": {k: plain(v) for k, v in params.items()},
+        "patch": eraser.patch if isinstance(eraser.patch, str) else "custom",
+        "classes": plain(eraser.classes_),
+        "input_shape": list(eraser.input_shape_),
+        "features": getattr(eraser, "feature_names_in_", None),
+        "n_queries": eraser.n_queries_,
+        "biases": [
+            {
+                "name": name,
+                "values": plain(values),
+                "empty_cells": [plain(c) for c in eraser.empty_cells_[name]],
+                "fit": report.to_dict(),
+                "class_prior": plain(prior),
+            }
+            for name, values, report, prior in zip(
+                eraser.bias_names_,
+                eraser.bias_values_,
+                eraser.patch_fit_,
+                eraser.class_prior_,
+                strict=True,
+            )
+        ],
+    }
+    tensors = {
+        f"patch{j}.{key}": value.detach().cpu().contiguous()
+        for j, module in enumerate(eraser.patches_)
+        for key, value in module.state_dict().items()
+    }
+    return config, tensors
+
+
+def restore_fitted(
+    eraser: Any, config: dict[str, Any], weights: dict[str, torch.Tensor], where: str
+) -> None:
+    """Set the fitted attributes of ``eraser`` (its parameters and ``blackbox_`` already set)
+    from a checked ``config`` and ``weights`` of :func:`read_eraser`; ``where`` names the file
+    in errors. A model that names its classes must name those the eraser was fitted with."""
+    eraser.classes_ = np.asarray(config["classes"])
+    eraser.n_classes_ = len(eraser.classes_)
+    _check_model_classes(eraser.blackbox_.classes, eraser.classes_, where)
+    eraser.input_shape_ = tuple(config["input_shape"])
+    if config["features"] is not None:
+        eraser.feature_names_in_ = list(config["features"])
+    eraser.n_queries_ = config["n_queries"]
+    biases = config["biases"]
+    eraser.bias_names_ = [b["name"] for b in biases]
+    eraser.bias_values_ = [np.asarray(b["values"]) for b in biases]
+    eraser.patch_fit_ = [FitReport(**b["fit"]) for b in biases]
+    eraser.empty_cells_ = {b["name"]: [tuple(c) for c in b["empty_cells"]] for b in biases}
+    if all("class_prior" in b for b in biases):  # older files: prior="balanced" only
+        eraser.class_prior_ = np.array([b["class_prior"] for b in biases], dtype=np.float64)
+    patches = []
+    for j, values in enumerate(eraser.bias_values_):
+        prefix = f"patch{j}."
+        state = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+        try:
+            module = rebuild_patch(
+                eraser.patch, eraser.rule, eraser.input_shape_, eraser.n_classes_,
+                len(values), state, hidden_sizes=eraser.hidden_sizes,
+            )  # fmt: skip
+        except ValueError as exc:
+            name = eraser.bias_names_[j]
+            raise EraserFileError(f"{where}patch {j} (bias {name!r}): {exc}") from None
+        patches.append(module)
+    eraser.patches_ = patches
+
+
+def _check_model_classes(model_classes: np.ndarray | None, fitted: np.ndarray, where: str) -> None:
+    if model_classes is None:
+        return
+    same = len(model_classes) == len(fitted) and all(
+        str(a) == str(b) for a, b in zip(model_classes.tolist(), fitted.tolist(), strict=True)
+    )
+    if not same:
+        raise ValueError(
+            f"{where}the model's classes {model_classes.tolist()[:10]} are not the labels the "
+            f"eraser was fitted with {fitted.tolist()[:10]}: this eraser belongs to another model"
+        )
 
 
 def read_eraser(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tensor], str]:
@@ -204,6 +296,31 @@ def check_config(config: dict[str, Any], where: str = "") -> None:
         _check_bias(bias, f"biases[{j}]", where)
     if len({b["name"] for b in biases}) != len(biases):
         _fail(where, "biases", "bias columns of distinct names", [b["name"] for b in biases])
+    _check_class_priors(biases, len(classes), params.get("prior"), where)
+
+
+def _check_class_priors(biases: list, k: int, prior: Any, where: str) -> None:
+    """Each bias's ``class_prior`` (absent from files written before it was recorded: all or
+    none) is k positive numbers summing to 1; ``prior="keep"`` needs them."""
+    present = ["class_prior" in b for b in biases]
+    if any(present) and not all(present):
+        j = present.index(False)
+        raise EraserFileError(f"{where}biases[{j}] has no 'class_prior' (the others have one)")
+    if not any(present) and prior == "keep":
+        raise EraserFileError(
+            f"{where}params.prior is 'keep' but the biases hold no 'class_prior' to keep"
+        )
+    for j, bias in enumerate(biases if any(present) else []):
+        value = bias["class_prior"]
+        ok = (
+            isinstance(value, list)
+            and len(value) == k
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+            and all(0 < v <= 1 for v in value)
+            and abs(sum(value) - 1) < 1e-6
+        )
+        if not ok:
+            _fail(where, f"biases[{j}].class_prior", f"{k} positive numbers summing to 1", value)
 
 
 def _check_bias(bias: Any, field: str, where: str) -> None:

@@ -6,6 +6,11 @@ constant to a log-output leaves the result unchanged, so unnormalised log-scores
 a uniform patch changes nothing. :func:`remove_log` is the one place this is computed: the
 :class:`ruleeraser.Eraser`, the fair proxy and the strength curve all call it.
 
+The class prior. A patch ``G_j`` estimates the biased rule p(y|b), which holds the class
+prior p(y) as well as the bias, so Eq. 19 also makes the model class-balanced. Given the
+prior ``pi_j`` a patch holds, ``remove_log(..., log_prior=log pi)`` subtracts
+``log G_j - log pi_j`` instead: only the bias-dependent part (``docs/prior.md``).
+
 Example
 -------
 >>> import numpy as np
@@ -28,7 +33,7 @@ def remove_log(
     log_model: np.ndarray,
     *log_patches: np.ndarray,
     strength: float = 1.0,
-    log_prior: np.ndarray | Sequence[float] | None = None,
+    log_prior: np.ndarray | Sequence[float] | Sequence[Sequence[float]] | None = None,
 ) -> np.ndarray:
     """Fair probabilities from the model's and the patches' log-outputs (Eq. 19/21).
 
@@ -37,17 +42,35 @@ def remove_log(
     log_model: ``log M(x)``, ``(n, k)``.
     log_patches: ``log G_j(x)`` of each patch, ``(n, k)`` each.
     strength: how much is subtracted: 0 leaves the model as it is, 1 is the paper's Eq. 19.
-    log_prior: a class prior ``log pi`` (``(k,)``) that each patch keeps: ``log G_j - log pi``
-        is subtracted instead of ``log G_j``, so that the model's own class prior survives
-        (None: the paper's Eq. 19, which removes it with the bias).
+    log_prior: the class prior ``log pi`` that the patches hold, ``(k,)`` for all of them or
+        ``(len(log_patches), k)``, one row per patch: ``log G_j - log pi_j`` is subtracted
+        instead of ``log G_j``, so that only the bias-dependent part of each rule goes and the
+        model's own class prior stays (None: the paper's Eq. 19, which removes it with the
+        bias).
 
     Returns
     -------
     ``(n, k)`` float64 probabilities.
+
+    Example
+    -------
+    >>> model, patch = np.log([[0.9, 0.1]]), np.log([[0.9, 0.1]])
+    >>> remove_log(model, patch).round(3)                             # Eq. 19: balanced
+    array([[0.5, 0.5]])
+    >>> remove_log(model, patch, log_prior=np.log([0.8, 0.2])).round(3)  # the prior kept
+    array([[0.8, 0.2]])
     """
     z = np.asarray(log_model, dtype=np.float64).copy()
-    offset = 0.0 if log_prior is None else np.asarray(log_prior, dtype=np.float64)
-    for log_g in log_patches:
+    offsets = np.zeros((len(log_patches), z.shape[-1]))
+    if log_prior is not None:
+        prior = np.asarray(log_prior, dtype=np.float64)
+        if prior.shape not in ((z.shape[-1],), offsets.shape):
+            raise ValueError(
+                f"log_prior has shape {prior.shape}; expected ({z.shape[-1]},) or "
+                f"{offsets.shape} (one row per patch)"
+            )
+        offsets += prior
+    for log_g, offset in zip(log_patches, offsets, strict=True):
         log_g = np.asarray(log_g, dtype=np.float64)
         if log_g.shape != z.shape:
             raise ValueError(f"patch output {log_g.shape} does not match model output {z.shape}")

@@ -1,20 +1,92 @@
 """Training a small network on the calibration set: Adam, mini-batches, early stopping.
 
 Used for the patches (:mod:`ruleeraser.patch`) and, in the experiments, for deployed models.
+
+Threads. A tabular patch's training step is a few million floating-point operations: torch's
+intra-op threads cannot speed it up, and when other processes keep the cores busy every
+parallel region waits for a descheduled thread, which made a COMPAS fit about five times
+slower than on one thread. :func:`fit_module` therefore trains a patch whose step is below
+:data:`MIN_THREADED_STEP_FLOPS` on one thread, and larger ones (image patches) on the
+caller's threads; the caller's setting is restored afterwards.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 from tqdm.auto import tqdm
 
 Loss = Literal["soft", "hard"]
+
+#: Training steps (forward and backward over one mini-batch) of fewer floating-point
+#: operations than this run on one thread (``benchmarks/fit_speed.py --steps`` measures steps
+#: of several sizes on one thread and on all).
+MIN_THREADED_STEP_FLOPS = 200_000_000
+
+
+def step_flops(module: nn.Module, X: torch.Tensor, batch_size: int) -> int:
+    """Floating-point operations of one training step of ``module`` on ``batch_size`` rows
+    like ``X``'s: three forward passes' worth (the backward pass costs about two), counted by
+    torch's ``FlopCounterMode`` on one row in eval mode (matrix products and convolutions).
+
+    Example
+    -------
+    >>> step_flops(nn.Linear(10, 4), torch.zeros(5, 10), batch_size=8)  # 3 * 8 * 2 * 10 * 4
+    1920
+    """
+    training = module.training
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            module.eval()(X[:1])
+    finally:
+        module.train(training)
+    return 3 * batch_size * int(counter.get_total_flops())
+
+
+def choose_threads(module: nn.Module, X: torch.Tensor, batch_size: int) -> int:
+    """The intra-op threads to train ``module`` with: 1 for a step below
+    :data:`MIN_THREADED_STEP_FLOPS`, else the caller's ``torch.get_num_threads()``.
+
+    Example
+    -------
+    >>> choose_threads(nn.Linear(10, 2), torch.zeros(5, 10), batch_size=256)
+    1
+    """
+    if step_flops(module, X, batch_size) < MIN_THREADED_STEP_FLOPS:
+        return 1
+    return torch.get_num_threads()
+
+
+@contextmanager
+def torch_threads(n_threads: int) -> Iterator[None]:
+    """Run the block on ``n_threads`` intra-op threads; the caller's setting is restored after,
+    even when the block raises.
+
+    Example
+    -------
+    >>> before = torch.get_num_threads()
+    >>> with torch_threads(1):
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == before
+    True
+    """
+    before = torch.get_num_threads()
+    if n_threads != before:
+        torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def has_batchnorm(module: nn.Module) -> bool:
@@ -71,6 +143,7 @@ def fit_module(
     batch_size: int,
     progress: bool = False,
     description: str = "patch",
+    n_threads: int | None = None,
 ) -> FitReport:
     """Train ``module`` on ``(X, target)`` with Adam and early stopping.
 
@@ -78,6 +151,8 @@ def fit_module(
     the lowest held-out loss are restored. ``loss="soft"``: cross-entropy to soft labels
     ``target`` ``(n, k)``; ``loss="hard"``: cross-entropy to class indices ``(n,)``. For a
     module with BatchNorm, a last mini-batch of one row is merged into the one before.
+    ``n_threads``: torch intra-op threads while training (None: :func:`choose_threads`); the
+    caller's setting is restored afterwards.
 
     Returns
     -------
@@ -98,35 +173,29 @@ def fit_module(
     hold_idx = torch.from_numpy(np.flatnonzero(heldout))
     if len(train_idx) == 0 or len(hold_idx) == 0:
         raise ValueError("need at least one training and one held-out calibration row")
-    merge_single = has_batchnorm(module)
-    optimiser = torch.optim.Adam(module.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    best = (float("inf"), 0, copy.deepcopy(module.state_dict()), float("nan"))
-    bar = tqdm(range(1, max_epochs + 1), desc=description, disable=not progress, leave=False)
-    epoch = 0
-    for epoch in bar:
-        module.train()
-        total, seen = 0.0, 0
-        order = train_idx[torch.randperm(len(train_idx), generator=generator)]
-        for batch in split_batches(order, batch_size, merge_single=merge_single):
-            optimiser.zero_grad()
-            value = _loss(module(X[batch]), target[batch], loss)
-            value.backward()
-            optimiser.step()
-            total += float(value.detach()) * len(batch)
-            seen += len(batch)
-        held = _evaluate(module, X, target, hold_idx, loss, batch_size)
-        bar.set_postfix(heldout=f"{held:.4f}", refresh=False)  # shown at tqdm's pace
-        if held < best[0] - 1e-6:
-            best = (held, epoch, copy.deepcopy(module.state_dict()), total / seen)
-        elif epoch - best[1] >= patience:
-            break
-    module.load_state_dict(best[2])
-    module.eval()
-    accuracy = None
-    if loss == "hard":
-        with torch.no_grad():
-            pred = _predict(module, X[hold_idx], batch_size).argmax(dim=1)
-        accuracy = float((pred == target[hold_idx]).float().mean())
+    threads = choose_threads(module, X, batch_size) if n_threads is None else n_threads
+    with torch_threads(threads):
+        optimiser = torch.optim.Adam(
+            module.parameters(), lr=learning_rate, weight_decay=weight_decay
+        )
+        bar = tqdm(range(1, max_epochs + 1), desc=description, disable=not progress, leave=False)
+        best, epoch = (float("inf"), 0, copy.deepcopy(module.state_dict()), float("nan")), 0
+        for epoch in bar:
+            order = train_idx[torch.randperm(len(train_idx), generator=generator)]
+            train_loss = _train_epoch(module, optimiser, X, target, order, loss, batch_size)
+            held = _evaluate(module, X, target, hold_idx, loss, batch_size)
+            bar.set_postfix(heldout=f"{held:.4f}", refresh=False)  # shown at tqdm's pace
+            if held < best[0] - 1e-6:
+                best = (held, epoch, copy.deepcopy(module.state_dict()), train_loss)
+            elif epoch - best[1] >= patience:
+                break
+        module.load_state_dict(best[2])
+        module.eval()
+        accuracy = None
+        if loss == "hard":
+            with torch.no_grad():
+                pred = _predict(module, X[hold_idx], batch_size).argmax(dim=1)
+            accuracy = float((pred == target[hold_idx]).float().mean())
     return FitReport(
         epochs=epoch,
         best_epoch=best[1],
@@ -136,6 +205,28 @@ def fit_module(
         n_train=len(train_idx),
         n_heldout=len(hold_idx),
     )
+
+
+def _train_epoch(
+    module: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    X: torch.Tensor,
+    target: torch.Tensor,
+    order: torch.Tensor,
+    loss: Loss,
+    batch_size: int,
+) -> float:
+    """One pass over the rows ``order`` in mini-batches; returns the mean training loss."""
+    module.train()
+    total, seen = 0.0, 0
+    for batch in split_batches(order, batch_size, merge_single=has_batchnorm(module)):
+        optimiser.zero_grad()
+        value = _loss(module(X[batch]), target[batch], loss)
+        value.backward()
+        optimiser.step()
+        total += float(value.detach()) * len(batch)
+        seen += len(batch)
+    return total / seen
 
 
 def stratified_holdout(cells: np.ndarray, fraction: float, seed: int) -> np.ndarray:
