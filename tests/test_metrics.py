@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from fairlearn.metrics import equalized_odds_difference
 
-from ruleeraser.metrics import equal_odds, group_accuracy, report
+from ruleeraser.metrics import decision_rates, equal_odds, group_accuracy, report
 
 
 def test_hand_computed_groups():
@@ -42,7 +42,48 @@ def test_class_seen_with_one_bias_value_is_left_out_with_a_warning():
 def test_report_and_errors():
     y, b = np.array([0, 1, 0, 1]), np.array([0, 0, 1, 1])
     r = report(y, b, {"before": np.array([0, 0, 0, 0]), "after": y})
-    assert r.to_dict()["after"] == {"avg_acc": 100.0, "worst_acc": 100.0, "model_bias": 0.0}
-    assert "| before | 50.00 | 0.00 | 0.00 |" in r.to_markdown()
+    assert r.to_dict()["after"] == {
+        "overall_acc": 100.0,
+        "avg_acc": 100.0,
+        "worst_acc": 100.0,
+        "model_bias": 0.0,
+        "decision_rates": {"0": {"0": 50.0, "1": 50.0}, "1": {"0": 50.0, "1": 50.0}},
+    }
+    assert r.to_dict()["before"]["decision_rates"]["1"] == {"0": 100.0, "1": 0.0}
+    assert "| before | 50.00 | 50.00 | 0.00 | 0.00 |" in r.to_markdown()
+    assert "| bias | rows | before: 0 | before: 1 | after: 0 | after: 1 |" in r.to_markdown()
     with pytest.raises(ValueError, match="lengths differ"):
         group_accuracy(y, y[:3], b)
+
+
+def test_overall_accuracy_weights_groups_by_size():
+    # 6 rows of group (0, 0) all right, 2 rows of group (1, 1) all wrong: average 50, overall 75.
+    y = np.array([0] * 6 + [1] * 2)
+    b = np.array([0] * 6 + [1] * 2)
+    g = group_accuracy(y, np.zeros(8, dtype=int), b)
+    assert g.average == pytest.approx(50.0)
+    assert g.overall == pytest.approx(75.0)
+
+
+def test_decision_rates_hand_computed():
+    pred = np.array(["no", "yes", "yes", "yes", "no", "no", "no", "maybe"])
+    bias = np.array(["f", "f", "f", "f", "m", "m", "m", "m"])
+    r = decision_rates(pred, bias, decisions=["no", "maybe", "yes"])
+    np.testing.assert_allclose(r.rates, [[25, 0, 75], [75, 25, 0]])
+    np.testing.assert_allclose(r.rates.sum(axis=1), 100)
+    assert r.counts.tolist() == [4, 4] and r.biases == ["f", "m"]
+    assert r.to_dict()["m"] == {"no": 75.0, "maybe": 25.0, "yes": 0.0}
+
+
+def test_decision_rates_errors_name_the_input():
+    with pytest.raises(ValueError, match=r"y_pred has labels .*\['maybe'\]"):
+        decision_rates(["no", "maybe"], [0, 1], decisions=["no", "yes"])
+    with pytest.raises(ValueError, match="lengths differ: 2 y_pred, 3 bias"):
+        decision_rates([0, 1], [0, 1, 1])
+
+
+def test_report_lists_decisions_never_made():
+    y, b = np.array([0, 1, 2, 0]), np.array([0, 0, 1, 1])
+    r = report(y, b, {"before": np.zeros(4, dtype=int)})
+    assert r.rates["before"].decisions == [0, 1, 2]  # classes 1 and 2 are never decided
+    np.testing.assert_allclose(r.rates["before"].rates, [[100, 0, 0], [100, 0, 0]])

@@ -1,7 +1,10 @@
 """The files ``ruleeraser evaluate`` writes: a before/after report as Markdown, JSON and PNG.
 
 ``reports`` maps each bias column to a :class:`ruleeraser.metrics.Report` whose rows are
-``"before"`` and ``"after"``.
+``"before"`` and ``"after"``: overall accuracy and the paper's metrics, each (target, bias)
+group's accuracy, and each bias group's share of every decision. ``header`` describes the run
+(data, model, eraser, rows, target, and the class prior in force: ``prior``, and
+``class_prior``, per bias column the prior its patch holds, or None).
 """
 
 from __future__ import annotations
@@ -42,13 +45,30 @@ def report_json(header: dict[str, Any], reports: dict[str, Any]) -> dict[str, An
     }
 
 
+def prior_line(header: dict[str, Any]) -> str:
+    """How the eraser treats the class prior, in words."""
+    if header.get("prior") != "keep":
+        return (
+            "Class prior: balanced (the paper's Eq. 19 removes the class prior with the bias, "
+            "so the decisions are class-balanced)."
+        )
+    held = "; ".join(
+        f"`{name}`: " + ", ".join(f"{c} {100 * p:.1f}%" for c, p in shares.items())
+        for name, shares in (header.get("class_prior") or {}).items()
+    )
+    return f"Class prior: kept (only the bias-dependent part of each rule is removed; {held})."
+
+
 def report_markdown(header: dict[str, Any], reports: dict[str, Any]) -> str:
     lines = [
         "# Rule eraser: before and after",
         "",
         f"Data `{header['data']}` ({header['rows']} rows, target `{header['target']}`), "
-        f"model `{header['model']}`, eraser `{header['eraser']}`. Accuracies in percent; model "
-        "bias is EqualOdds (Eq. 20): per target class, the accuracy gap between bias groups.",
+        f"model `{header['model']}`, eraser `{header['eraser']}`. Accuracies in percent: "
+        "overall (all rows), average and worst over (target, bias) groups; model bias is "
+        "EqualOdds (Eq. 20): per target class, the accuracy gap between bias groups.",
+        "",
+        prior_line(header),
     ]
     for name, rep in reports.items():
         lines += ["", f"## Bias `{name}`", "", rep.to_markdown(), ""]
@@ -60,24 +80,54 @@ def report_markdown(header: dict[str, Any], reports: dict[str, Any]) -> str:
 
 
 def plot_groups(reports: dict[str, Any], path: Path) -> None:
-    """Bars of each (target, bias) group's accuracy before and after, one panel per bias."""
+    """One row of panels per bias: each (target, bias) group's accuracy before and after (the
+    overall accuracy in the title), and each bias group's share of every decision."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     sizes = [len(group_rows(reports, name)) for name in reports]
-    fig = Figure(figsize=(max(4.0, 0.9 * max(sizes) + 1.5), 3.2 * len(reports)), layout="tight")
+    width = max(4.0, 0.9 * max(sizes) + 1.5)
+    fig = Figure(figsize=(width + 4.5, 3.4 * len(reports)), layout="tight")
     FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(len(reports), 2, width_ratios=[width, 4.5])
     for k, name in enumerate(reports):
-        ax = fig.add_subplot(len(reports), 1, k + 1)
-        groups = group_rows(reports, name)
-        x = np.arange(len(groups))
-        for offset, key in [(-0.2, "before"), (0.2, "after")]:
-            heights = [np.nan if g[key] is None else g[key] for g in groups]
-            ax.bar(x + offset, heights, width=0.4, label=key)
-        ax.set_xticks(x, [f"y={g['target']}\nb={g['bias']}\nn={g['rows']}" for g in groups])
-        ax.set_ylim(0, 118)
-        ax.set_yticks(range(0, 101, 20))
-        ax.set_ylabel("accuracy (%)")
-        ax.set_title(f"per-group accuracy, bias {name}")
-        ax.legend(loc="upper center", ncols=2, frameon=False)
+        _accuracy_panel(fig.add_subplot(grid[k, 0]), reports, name)
+        _rates_panel(fig.add_subplot(grid[k, 1]), reports[name], name)
     fig.savefig(path, dpi=100)
+
+
+def _accuracy_panel(ax: Any, reports: dict[str, Any], name: str) -> None:
+    groups = group_rows(reports, name)
+    x = np.arange(len(groups))
+    for offset, key in [(-0.2, "before"), (0.2, "after")]:
+        heights = [np.nan if g[key] is None else g[key] for g in groups]
+        ax.bar(x + offset, heights, width=0.4, label=key)
+    ax.set_xticks(x, [f"y={g['target']}\nb={g['bias']}\nn={g['rows']}" for g in groups])
+    ax.set_ylim(0, 118)
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_ylabel("accuracy (%)")
+    overall = ", ".join(f"{key} {g.overall:.1f}" for key, g in reports[name].rows.items())
+    ax.set_title(f"per-group accuracy, bias {name} (overall: {overall})")
+    ax.legend(loc="upper center", ncols=2, frameon=False)
+
+
+def _rates_panel(ax: Any, report: Any, name: str) -> None:
+    """Stacked bars: for each bias group, the share of each decision before and after."""
+    keys = list(report.rates)
+    first = report.rates[keys[0]]
+    step = len(keys) + 1
+    for c, decision in enumerate(first.decisions):
+        for i, key in enumerate(keys):
+            rates = report.rates[key].rates
+            x = np.arange(len(first.biases)) * step + i
+            bottom = rates[:, :c].sum(axis=1)
+            label = f"decision {decision}" if i == 0 else None
+            ax.bar(x, rates[:, c], bottom=bottom, width=0.9, color=f"C{c}", label=label)
+    ticks = [j * step + i for j in range(len(first.biases)) for i in range(len(keys))]
+    names = [f"{key}\nb={b}" for b in first.biases for key in keys]
+    ax.set_xticks(ticks, names)
+    ax.set_ylim(0, 118)
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_ylabel("share of the group's rows (%)")
+    ax.set_title(f"decisions per group, bias {name}")
+    ax.legend(loc="upper center", ncols=min(len(first.decisions), 4), frameon=False)

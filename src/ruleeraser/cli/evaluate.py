@@ -59,13 +59,17 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.data} has no rows")
     y_all = np.concatenate(y)
     predictions = {"before": np.concatenate(before), "after": np.concatenate(after)}
-    reports = {c: report(y_all, np.concatenate(b[c]), predictions) for c in biases}
+    reports = {
+        c: report(y_all, np.concatenate(b[c]), predictions, decisions=eraser.classes_)
+        for c in biases
+    }
     header = {
         "data": str(args.data),
         "model": args.model,
         "eraser": str(args.eraser),
         "rows": len(y_all),
         "target": args.target,
+        **prior_in_force(eraser),
     }
     markdown = report_markdown(header, reports)
     print(markdown)
@@ -75,6 +79,19 @@ def run(args: argparse.Namespace) -> int:
     plot_groups(reports, out_dir / "groups.png")
     print(f"wrote report.md, report.json and groups.png to {out_dir}{summary}")
     return 0
+
+
+def prior_in_force(eraser: Any) -> dict[str, Any]:
+    """``prior`` ("balanced" or "keep") and ``class_prior``: per bias column, the share of each
+    class in the prior its patch holds (None when the eraser has none recorded)."""
+    held = getattr(eraser, "class_prior_", None)
+    shares = None
+    if held is not None:
+        shares = {
+            name: {str(c): float(p) for c, p in zip(eraser.classes_.tolist(), row, strict=True)}
+            for name, row in zip(eraser.bias_names_, held, strict=True)
+        }
+    return {"prior": eraser.prior, "class_prior": shares}
 
 
 def default_report_dir(eraser_dir: str) -> Path:
@@ -90,8 +107,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="per-group accuracy and model bias before and after the eraser",
         description=(
             "Compare the model's decisions (before) with the eraser's (after) on a labelled "
-            "table: average and worst (target, bias) group accuracy and model bias "
-            "(EqualOdds). Prints the report and writes report.md, report.json and groups.png."
+            "table: overall accuracy, average and worst (target, bias) group accuracy, model "
+            "bias (EqualOdds) and each bias group's share of every decision. Prints the report "
+            "and writes report.md, report.json and groups.png."
         ),
     )
     evaluate.add_argument("--data", required=True, metavar="FILE", help="a labelled table")

@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         eraser = Eraser(
             model,
             rule=args.rule,
+            prior=args.prior,
             max_epochs=args.max_epochs,
             holdout=args.holdout,
             random_state=args.random_state,
@@ -45,14 +46,18 @@ def run(args: argparse.Namespace) -> int:
         f"fitted on {len(frame)} rows of {args.data} ({len(features)} features; "
         f"classes {eraser.classes_.tolist()}): {queried}"
     )
-    for name, values, report in zip(
-        eraser.bias_names_, eraser.bias_values_, eraser.patch_fit_, strict=True
-    ):
+    print(f"  prior {eraser.prior!r}")
+    for name, values, report, prior in zip(
+        eraser.bias_names_, eraser.bias_values_, eraser.patch_fit_, eraser.class_prior_,
+        strict=True,
+    ):  # fmt: skip
         empty = eraser.empty_cells_[name]
+        held = ", ".join(f"{c} {p:.3f}" for c, p in zip(eraser.classes_, prior, strict=True))
         print(
             f"  bias {name!r} (values {values.tolist()}): patch stopped at epoch "
             f"{report.epochs} (best {report.best_epoch}), held-out loss "
-            f"{report.heldout_loss:.4f}; empty (target, bias) cells: {empty or 'none'}"
+            f"{report.heldout_loss:.4f}; empty (target, bias) cells: {empty or 'none'}; "
+            f"class prior the patch holds: {held}"
         )
     print(f"wrote {out} ({time.perf_counter() - start:.1f} s)")
     return 0
@@ -90,6 +95,12 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "--rule", choices=["group", "sample"], default="group",
         help="'group': the patch predicts p(b|x) and mixes per-group rules (default); "
         "'sample': the paper's per-sample patch",
+    )  # fmt: skip
+    fit.add_argument(
+        "--prior", choices=["keep", "balanced"], default="keep",
+        help="'keep' (default): remove only the bias-dependent part of the rule, so the "
+        "model keeps its own class prior and its overall accuracy; 'balanced': the paper's "
+        "Eq. 19, which also removes the class prior and makes the decisions class-balanced",
     )  # fmt: skip
     fit.add_argument(
         "--holdout", type=float, default=0.2, metavar="SHARE",
