@@ -2,14 +2,33 @@
 
 :func:`load_model` returns a :class:`ruleeraser.BlackBox`, ready for ``Eraser(model)``.
 Nothing runs code from a file unless asked: skops files may hold only scikit-learn and
-numpy classes; pickle and joblib files are refused unless ``allow_pickle=True``.
+numpy classes; pickle and joblib files are refused unless ``allow_pickle=True``. A file that
+cannot be what its name says (a directory, an empty file, pickle bytes named ``.skops``, an
+ONNX file that does not parse) raises :class:`ModelFileError` naming the file and the fault.
+
+Example
+-------
+>>> import tempfile, skops.io
+>>> from sklearn.linear_model import LogisticRegression
+>>> folder = Path(tempfile.mkdtemp())
+>>> skops.io.dump(LogisticRegression().fit([[0.0], [1.0]], [0, 1]), folder / "model.skops")
+>>> box = load_model(folder / "model.skops")
+>>> box.classes.tolist(), box([[0.0], [1.0]]).shape
+([0, 1], (2, 2))
+>>> (folder / "empty.onnx").write_bytes(b"")
+0
+>>> load_model(folder / "empty.onnx")
+Traceback (most recent call last):
+...
+ruleeraser.model_files.ModelFileError: .../empty.onnx is empty, not an ONNX model
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +40,13 @@ PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 SUFFIXES = (".onnx", ".skops", *PICKLE_SUFFIXES)
 #: Packages whose classes a skops file may instantiate.
 TRUSTED_PACKAGES = ("sklearn", "numpy")
+
+#: What each suffix is, for messages.
+KINDS = {
+    ".onnx": "an ONNX model",
+    ".skops": "a skops file",
+    **dict.fromkeys(PICKLE_SUFFIXES, "a pickle"),
+}
 
 _ONNX_DTYPES = {
     "tensor(float)": np.float32,
@@ -42,13 +68,29 @@ def load_model(
 ) -> BlackBox:
     """The model at ``spec`` as a :class:`~ruleeraser.BlackBox`.
 
-    ``spec``: an ``http://``/``https://`` URL (:class:`~ruleeraser.http_model.HTTPModel`,
-    configured by ``http_options``), an ``.onnx`` file (onnxruntime), a ``.skops`` file, or,
-    with ``allow_pickle=True`` only, a ``.pkl``/``.pickle``/``.joblib`` file.
-    ``output``: whether the model returns probabilities or logits (URL and ONNX; a
-    scikit-learn model gives probabilities). ``output_name``: the output tensor to read (ONNX
-    and the kserve-v2 protocol), needed when there are several. ``classes``: the labels of
-    the output columns (URL and ONNX; a scikit-learn model knows its ``classes_``).
+    Parameters
+    ----------
+    spec: an ``http://``/``https://`` URL (:class:`~ruleeraser.http_model.HTTPModel`,
+        configured by ``http_options``), an ``.onnx`` file (onnxruntime), a ``.skops`` file,
+        or, with ``allow_pickle=True`` only, a ``.pkl``/``.pickle``/``.joblib`` file.
+    allow_pickle: allow a pickle or joblib file (loading one runs code from the file).
+    output: whether the model returns probabilities or logits (URL and ONNX; a scikit-learn
+        model gives probabilities).
+    output_name: the output tensor to read (ONNX and the kserve-v2 protocol), needed when
+        there are several.
+    classes: the labels of the output columns (URL and ONNX; a scikit-learn model knows its
+        ``classes_``).
+    http_options: options of :class:`~ruleeraser.http_model.HTTPModel` (URL only).
+
+    Returns
+    -------
+    A :class:`~ruleeraser.BlackBox` counting the rows it sends to the model.
+
+    Raises
+    ------
+    FileNotFoundError: no such file. PermissionError: a pickle without ``allow_pickle``.
+    ModelFileError: a file that cannot be read as what its suffix says, or that holds no
+    classifier. ValueError: options that do not apply to this kind of model.
     """
     spec = str(spec)
     if spec.startswith(("http://", "https://")):
@@ -72,15 +114,87 @@ def load_model(
             "the file. Pass allow_pickle=True (command line: --allow-pickle) only for a file "
             "you trust, or save the model with skops (skops.io.dump) instead"
         )
-    if not path.is_file():
-        raise FileNotFoundError(f"no model file {spec}")
+    check_model_file(path)
     if suffix == ".onnx":
         fn = ONNXModel(path, output_name=output_name)
         return BlackBox(fn, output=output, classes=classes)
     if output_name is not None:
         raise ValueError("output_name applies to ONNX files and kserve-v2 URLs")
     model = load_skops(path) if suffix == ".skops" else _load_pickle(path)
+    if not hasattr(model, "predict_proba"):
+        raise ModelFileError(
+            f"{path} holds a {type(model).__name__}, not a classifier with predict_proba"
+        )
+    _check_fitted(model, path)
     return sklearn_blackbox(model, output=output, classes=classes)
+
+
+def _check_fitted(model: Any, path: Path) -> None:
+    try:
+        from sklearn.exceptions import NotFittedError
+        from sklearn.utils.validation import check_is_fitted
+    except ImportError:  # pragma: no cover - a pickled model without scikit-learn
+        return
+    try:
+        check_is_fitted(model)
+    except NotFittedError:
+        raise ModelFileError(f"{path} holds an unfitted {type(model).__name__}") from None
+    except TypeError:  # not a scikit-learn estimator: nothing to check
+        pass
+
+
+class ModelFileError(ValueError):
+    """A model file that cannot be what its name says: the message names the file and why."""
+
+
+def check_model_file(path: str | Path) -> None:
+    """Refuse, before any reader sees it, a model path that is missing, a directory, empty,
+    or (by its first bytes) another kind of file than its suffix says.
+
+    Raises ``FileNotFoundError`` or :class:`ModelFileError` naming ``path``.
+
+    >>> check_model_file("nowhere.skops")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: no model file nowhere.skops
+    """
+    path = Path(path)
+    kind = KINDS.get(path.suffix.lower(), "a model")
+    if not path.exists():
+        raise FileNotFoundError(f"no model file {path}")
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a directory, not {kind}")
+    with path.open("rb") as file:
+        head = file.read(4)
+    if not head:
+        raise ModelFileError(f"{path} is empty, not {kind}")
+    found, suffix = _sniff(head), path.suffix.lower()
+    # What the first bytes of a good file show: skops files are zip archives.
+    expected = {".skops": "a zip archive", **dict.fromkeys(PICKLE_SUFFIXES, "a pickle")}
+    if found is not None and found != expected.get(suffix):
+        raise ModelFileError(f"{path} holds {found}, not {kind}{_advice(found)}")
+    if suffix == ".skops" and found is None:
+        raise ModelFileError(f"{path} is not a skops file (a skops file is a zip archive)")
+
+
+def _sniff(head: bytes) -> str | None:
+    """What a file's first bytes say it is, when they say it clearly."""
+    if head[:1] == b"\x80":  # a pickle's PROTO opcode (protocol 2 and later)
+        return "a pickle"
+    if head.startswith(b"PK"):
+        return "a zip archive"
+    if head.startswith(b"PAR1"):
+        return "a Parquet table"
+    return None
+
+
+def _advice(found: str) -> str:
+    if found == "a pickle":
+        return (
+            " (a pickle runs code when loaded: save the model with skops.io.dump, or, for a "
+            "file you trust, name it .pkl and allow pickle files)"
+        )
+    return ""
 
 
 class ONNXModel:
@@ -99,9 +213,10 @@ class ONNXModel:
                 "ONNX models need onnxruntime: pip install 'rule-eraser[onnx]'"
             ) from exc
         self.path = Path(path)
-        self.session = onnxruntime.InferenceSession(
-            str(self.path), providers=["CPUExecutionProvider"]
-        )
+        with _reading(self.path, "ONNX model"):
+            self.session = onnxruntime.InferenceSession(
+                str(self.path), providers=["CPUExecutionProvider"]
+            )
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ValueError(
@@ -162,7 +277,8 @@ def load_skops(path: str | Path) -> Any:
         import skops.io as sio
     except ImportError as exc:  # pragma: no cover - depends on the installed extras
         raise ImportError("skops files need skops: pip install 'rule-eraser[skops]'") from exc
-    untrusted = sio.get_untrusted_types(file=path)
+    with _reading(path, "skops file"):
+        untrusted = sio.get_untrusted_types(file=path)
     refused = [name for name in untrusted if not _is_trusted_class(name)]
     if refused:
         raise ValueError(
@@ -170,7 +286,21 @@ def load_skops(path: str | Path) -> Any:
             "If you trust the file, load it yourself with skops.io.load(path, trusted=[...]) "
             "and pass the model to the Eraser"
         )
-    return sio.load(path, trusted=untrusted)
+    with _reading(path, "skops file"):
+        return sio.load(path, trusted=untrusted)
+
+
+@contextmanager
+def _reading(path: str | Path, what: str) -> Iterator[None]:
+    """Turn whatever a file format's reader raises on a damaged file into a
+    :class:`ModelFileError` naming the file (readers raise their own exception types)."""
+    try:
+        yield
+    except (ImportError, MemoryError):
+        raise
+    except Exception as exc:
+        problem = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+        raise ModelFileError(f"{path} is not a readable {what} ({problem})") from None
 
 
 def _is_trusted_class(name: str) -> bool:
@@ -197,10 +327,11 @@ def _load_pickle(path: Path) -> Any:
     if path.suffix.lower() == ".joblib":
         import joblib
 
-        return joblib.load(path)
+        with _reading(path, "joblib file"):
+            return joblib.load(path)
     import pickle
 
-    with path.open("rb") as f:
+    with path.open("rb") as f, _reading(path, "pickle file"):
         return pickle.load(f)
 
 

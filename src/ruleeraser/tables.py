@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -11,32 +12,93 @@ import numpy as np
 import pandas as pd
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+_NAMES = {"csv": "CSV", "parquet": "Parquet"}
+
+
+class TableFileError(ValueError):
+    """A table file that cannot be read as its suffix says, or holds no rows: the message
+    names the file and what is wrong."""
 
 
 def table_format(path: str | Path) -> str:
-    """``"csv"`` or ``"parquet"``, from the file's suffix."""
+    """``"csv"`` or ``"parquet"``, from the file's suffix.
+
+    >>> table_format("rows.parquet"), table_format("rows.CSV")
+    ('parquet', 'csv')
+    """
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         raise ValueError(f"{path}: expected a .csv or .parquet file")
     return FORMATS[suffix]
 
 
+def check_table_file(path: str | Path) -> str:
+    """The format of the table at ``path``, after checking that it is a file of that format.
+
+    Raises ``FileNotFoundError``, or :class:`TableFileError` for a directory, an empty file,
+    or a file whose first bytes say it is the other format (a Parquet file named ``.csv``).
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "rows.csv"
+    >>> _ = path.write_bytes(b"PAR1...")
+    >>> check_table_file(path)
+    Traceback (most recent call last):
+    ...
+    ruleeraser.tables.TableFileError: .../rows.csv is a Parquet file, not CSV: rename it .parquet
+    """
+    kind = table_format(path)
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no table file {path}")
+    if path.is_dir():
+        raise TableFileError(f"{path} is a directory, not a {_NAMES[kind]} file")
+    with path.open("rb") as file:
+        head = file.read(4)
+    if not head:
+        raise TableFileError(f"{path} is empty")
+    if kind == "csv" and head == b"PAR1":
+        raise TableFileError(f"{path} is a Parquet file, not CSV: rename it .parquet")
+    if kind == "parquet" and head != b"PAR1":
+        looks = " (it looks like text: a CSV file? rename it .csv)" if head.isascii() else ""
+        raise TableFileError(f"{path} is not a Parquet file{looks}")
+    return kind
+
+
+@contextmanager
+def _reading(path: str | Path) -> Iterator[None]:
+    """Name the file in the errors of pandas' and pyarrow's readers (a row that does not
+    parse, bytes that are not UTF-8, a damaged Parquet footer)."""
+    import pyarrow as pa
+
+    try:
+        yield
+    except (ValueError, pa.ArrowException) as exc:
+        if isinstance(exc, TableFileError):
+            raise
+        problem = " ".join(str(exc).split())[:300]
+        hint = " (save it as UTF-8)" if isinstance(exc, UnicodeDecodeError) else ""
+        raise TableFileError(f"{path}: cannot read it ({problem}){hint}") from None
+
+
 def table_columns(path: str | Path) -> list[str]:
     """The column names of a table file."""
-    if table_format(path) == "csv":
-        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
-    import pyarrow.parquet as pq
+    kind = check_table_file(path)
+    with _reading(path):
+        if kind == "csv":
+            return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+        import pyarrow.parquet as pq
 
-    return [str(c) for c in pq.read_schema(path).names]
+        return [str(c) for c in pq.read_schema(path).names]
 
 
 def count_rows(path: str | Path) -> int | None:
     """The number of rows of a Parquet file (from its metadata); None for CSV."""
-    if table_format(path) == "csv":
+    if check_table_file(path) == "csv":
         return None
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(path).metadata.num_rows
+    with _reading(path):
+        return pq.ParquetFile(path).metadata.num_rows
 
 
 def require_columns(path: str | Path, wanted: Sequence[str]) -> None:
@@ -48,13 +110,17 @@ def require_columns(path: str | Path, wanted: Sequence[str]) -> None:
 
 
 def read_table(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
-    """Columns ``columns`` of a table file, in that order."""
+    """Columns ``columns`` of a table file, in that order; :class:`TableFileError` when it
+    has no rows."""
     columns = list(dict.fromkeys(columns))
     require_columns(path, columns)
-    if table_format(path) == "csv":
-        frame = pd.read_csv(path, usecols=columns)
-    else:
-        frame = pd.read_parquet(path, columns=columns)
+    with _reading(path):
+        if table_format(path) == "csv":
+            frame = pd.read_csv(path, usecols=columns)
+        else:
+            frame = pd.read_parquet(path, columns=columns)
+    if frame.empty:
+        raise TableFileError(f"{path} has no rows, only its header")
     return frame[columns]
 
 
@@ -62,22 +128,34 @@ def iter_table(path: str | Path, columns: Sequence[str], chunk_rows: int) -> Ite
     """Columns ``columns`` of a table file, ``chunk_rows`` rows at a time, in that order.
 
     CSV is read with ``pandas.read_csv(chunksize=...)``, Parquet batch by batch with
-    ``pyarrow``: memory stays bounded by the chunk, whatever the file's length.
+    ``pyarrow``: memory stays bounded by the chunk, whatever the file's length. A table
+    without rows raises :class:`TableFileError`.
     """
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be positive, got {chunk_rows}")
     columns = list(dict.fromkeys(columns))
     require_columns(path, columns)
-    if table_format(path) == "csv":
-        with pd.read_csv(path, usecols=columns, chunksize=chunk_rows) as reader:
-            for chunk in reader:
-                yield chunk[columns]
-        return
-    import pyarrow.parquet as pq
+    rows = 0
+    for chunk in _chunks(path, columns, chunk_rows):
+        if len(chunk):  # a header-only CSV reads as one empty chunk
+            rows += len(chunk)
+            yield chunk
+    if rows == 0:
+        raise TableFileError(f"{path} has no rows, only its header")
 
-    with pq.ParquetFile(path) as file:
-        for batch in file.iter_batches(batch_size=chunk_rows, columns=columns):
-            yield batch.to_pandas()[columns]
+
+def _chunks(path: str | Path, columns: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
+    with _reading(path):
+        if table_format(path) == "csv":
+            with pd.read_csv(path, usecols=columns, chunksize=chunk_rows) as reader:
+                for chunk in reader:
+                    yield chunk[columns]
+            return
+        import pyarrow.parquet as pq
+
+        with pq.ParquetFile(path) as file:
+            for batch in file.iter_batches(batch_size=chunk_rows, columns=columns):
+                yield batch.to_pandas()[columns]
 
 
 class TableWriter:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 from ruleeraser.cli import evaluate, fit, predict
 
@@ -38,14 +40,79 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit statuses: done; the run failed on the way (the model's endpoint, its query budget);
+#: a user error (a bad option, table, model or eraser file, named in one line; argparse's
+#: usage errors have it too); interrupted (Ctrl-C).
+EXIT_DONE, EXIT_FAILED, EXIT_USER_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: The extra that installs each optional module the commands import.
+EXTRAS = {
+    "pandas": "cli", "pyarrow": "cli", "matplotlib": "cli", "httpx": "http",
+    "onnxruntime": "onnx", "skops": "skops", "sklearn": "skops", "fastapi": "serve",
+    "uvicorn": "serve", "aiohttp": "serve",
+}  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; the exit status (0 done, 1 failed, 2 bad usage)."""
+    """Run the command line and return its exit status.
+
+    Parameters
+    ----------
+    argv: the arguments after ``ruleeraser``; None: ``sys.argv[1:]``.
+
+    Returns
+    -------
+    :data:`EXIT_DONE` (0); :data:`EXIT_USER_ERROR` (2) for a bad option, table, model or
+    eraser file, with one line on stderr naming it and no traceback; :data:`EXIT_FAILED` (1)
+    when the run fails on the way (the model's endpoint, the query budget);
+    :data:`EXIT_INTERRUPTED` (130) on Ctrl-C. Warnings print as one line each.
+
+    Example
+    -------
+    >>> import contextlib, io
+    >>> err = io.StringIO()
+    >>> with contextlib.redirect_stderr(err):
+    ...     status = main(["predict", "--eraser", "nowhere", "--model", "model.skops",
+    ...                    "--data", "rows.csv", "--out", "fair.csv"])
+    >>> status, err.getvalue()
+    (2, 'ruleeraser predict: error: no model file model.skops\\n')
+    """
     args = build_parser().parse_args(argv)
     if getattr(args, "seeds", 1) < 1:
         print("ruleeraser: --seeds must be at least 1", file=sys.stderr)
-        return 2
-    try:
-        return args.run(args)
-    except (ValueError, TypeError, OSError, RuntimeError, ImportError) as exc:
-        print(f"ruleeraser {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_USER_ERROR
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warning(args.command)
+        try:
+            return args.run(args)
+        except KeyboardInterrupt as exc:
+            _error(args.command, f"interrupted{f': {exc}' if str(exc) else ''}")
+            return EXIT_INTERRUPTED
+        except RuntimeError as exc:
+            _error(args.command, exc)
+            return EXIT_FAILED
+        except (ValueError, TypeError, OSError, ImportError) as exc:
+            _error(args.command, _with_install_hint(exc))
+            return EXIT_USER_ERROR
+
+
+def _one_line(text: object) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _error(command: str, exc: BaseException | str) -> None:
+    text = _one_line(exc) or type(exc).__name__
+    print(f"ruleeraser {command}: error: {text}", file=sys.stderr)
+
+
+def _with_install_hint(exc: BaseException) -> BaseException | str:
+    name = (getattr(exc, "name", None) or "").split(".")[0]
+    if not isinstance(exc, ModuleNotFoundError) or name not in EXTRAS or "pip " in str(exc):
+        return exc
+    return f"{exc} (pip install 'rule-eraser[{EXTRAS[name]}]')"
+
+
+def _one_line_warning(command: str) -> Any:
+    def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+        print(f"ruleeraser {command}: warning: {_one_line(message)}", file=sys.stderr)
+
+    return show

@@ -4,6 +4,7 @@ the model they open, and reading a table in chunks."""
 from __future__ import annotations
 
 import argparse
+import itertools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -108,23 +109,30 @@ def eraser_features(eraser: Any, given: Sequence[str] | None) -> list[str]:
 
 
 def chunks(args: argparse.Namespace, columns: Sequence[str]) -> Iterator[tuple[int, Any]]:
-    """``(first row, chunk)`` over ``--data`` with a progress bar."""
+    """``(first row, chunk)`` over the ``columns`` of ``--data``, ``--chunk-rows`` rows at a
+    time, with a progress bar (unless ``--quiet``) that starts once the first chunk is read,
+    so that a file that cannot be read fails with its one-line error alone."""
     from tqdm.auto import tqdm
 
     from ruleeraser.tables import count_rows, iter_table
 
+    reader = iter_table(args.data, columns, args.chunk_rows)
+    first = next(reader)  # a table without rows raises here
     start = 0
     with tqdm(
         total=count_rows(args.data), unit="row", desc=Path(args.data).name, disable=args.quiet
     ) as bar:
-        for chunk in iter_table(args.data, columns, args.chunk_rows):
+        for chunk in itertools.chain([first], reader):
             yield start, chunk
             start += len(chunk)
             bar.update(len(chunk))
 
 
-def rows_error(start: int, chunk: Any, exc: Exception) -> RuntimeError:
-    return RuntimeError(f"data rows {start}-{start + len(chunk) - 1}: {exc}")
+def rows_error(start: int, chunk: Any, exc: Exception) -> Exception:
+    """``exc`` with the rows of ``chunk`` (counted from 0 in ``--data``) in its message: a
+    ``ValueError`` for a fault of the data, a ``RuntimeError`` for one of the run."""
+    kind = ValueError if isinstance(exc, (ValueError, TypeError)) else RuntimeError
+    return kind(f"data rows {start}-{start + len(chunk) - 1}: {exc}")
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:

@@ -27,6 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from ruleeraser.tables import check_features, check_labels
 
     out_dir = Path(args.out) if args.out else default_report_dir(args.eraser)
+    if out_dir.exists() and not out_dir.is_dir():  # found out before the model is queried
+        raise FileExistsError(f"--out {out_dir} is a file; the report is a folder")
     with opened_model(args) as model:
         eraser = Eraser.load(args.eraser, model)
         features = eraser_features(eraser, args.features)
@@ -55,8 +57,6 @@ def run(args: argparse.Namespace) -> int:
             before.append(eraser.classes_[proba.argmax(axis=1)])
             after.append(eraser.classes_[fair.argmax(axis=1)])
         summary = http_summary(model)
-    if not y:
-        raise ValueError(f"{args.data} has no rows")
     y_all = np.concatenate(y)
     predictions = {"before": np.concatenate(before), "after": np.concatenate(after)}
     reports = {

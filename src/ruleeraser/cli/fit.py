@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 from ruleeraser.cli.common import add_model_options, cast_classes, http_summary, opened_model
 
 
 def run(args: argparse.Namespace) -> int:
+    """Fit and save the eraser the options describe; print what was fitted. Returns 0."""
     from ruleeraser import Eraser
     from ruleeraser.tables import check_features, check_labels, read_table, table_columns
 
+    check_out(args.out, args.overwrite)  # before the model is paid for
     biases = list(dict.fromkeys(args.bias))
     if args.target in biases:
         raise ValueError(f"--target {args.target!r} is also a --bias column")
@@ -41,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         )
         eraser.fit(frame[features], frame[args.target], bias=frame[biases])
         queried = f"{eraser.n_queries_} model queries{http_summary(model)}"
-    out = eraser.save(args.out)
+    out = eraser.save(args.out, overwrite=args.overwrite)
     print(
         f"fitted on {len(frame)} rows of {args.data} ({len(features)} features; "
         f"classes {eraser.classes_.tolist()}): {queried}"
@@ -61,6 +64,29 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"wrote {out} ({time.perf_counter() - start:.1f} s)")
     return 0
+
+
+def check_out(out: str | Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` that is a file, or that holds an eraser unless ``overwrite``.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = (folder / "eraser.json").write_text("{}")
+    >>> check_out(folder, overwrite=True)
+    >>> check_out(folder, overwrite=False)
+    Traceback (most recent call last):
+    ...
+    FileExistsError: --out ... already holds an eraser: pass --overwrite to replace it
+    """
+    from ruleeraser.persist import CONFIG
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"--out {path} is a file; the eraser is a directory")
+    if (path / CONFIG).exists() and not overwrite:
+        raise FileExistsError(
+            f"--out {path} already holds an eraser: pass --overwrite to replace it"
+        )
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:
@@ -86,6 +112,11 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "target and the bias columns; list a bias column here if the model takes it)",
     )  # fmt: skip
     fit.add_argument("--out", required=True, metavar="ERASER_DIR", help="where to save the eraser")
+    fit.add_argument(
+        "--overwrite", action="store_true",
+        help="replace an eraser already in --out (the replacement is atomic: an interrupted "
+        "fit leaves the previous eraser)",
+    )  # fmt: skip
     fit.add_argument(
         "--classes", nargs="+", metavar="LABEL",
         help="the labels of the model's output columns, in order (a URL or ONNX model gives "
