@@ -203,6 +203,17 @@ class ONNXModel:
     The output is ``output_name``, or else the only float tensor output (a scikit-learn
     classifier converted by skl2onnx needs ``options={"zipmap": False}`` so that its
     probabilities are a tensor rather than a list of dicts).
+
+    Parameters
+    ----------
+    path: the ``.onnx`` file; :class:`ModelFileError` when onnxruntime cannot read it.
+    output_name: the output tensor to return, needed when there are several.
+
+    Attributes
+    ----------
+    session: the ``onnxruntime.InferenceSession`` (CPU).
+    dtype: the input tensor's numpy dtype; rows are converted to it.
+    output_name: the output returned.
     """
 
     def __init__(self, path: str | Path, *, output_name: str | None = None) -> None:
@@ -250,6 +261,8 @@ class ONNXModel:
             )
 
     def __call__(self, X: Any) -> np.ndarray:
+        """The output tensor for rows ``X`` (numpy, pandas or torch); ``ValueError`` when the
+        rows do not have the model's input shape."""
         if hasattr(X, "detach"):  # a torch tensor
             X = X.detach().cpu().numpy()
         arr = np.ascontiguousarray(X.to_numpy() if hasattr(X, "to_numpy") else X, dtype=self.dtype)
@@ -271,7 +284,9 @@ def load_skops(path: str | Path) -> Any:
 
     skops refuses types it does not trust by default; here the file's other types are
     accepted only when they are classes of :data:`TRUSTED_PACKAGES` (never functions, which
-    a model could call). Anything else raises ``ValueError`` listing the refused types.
+    a model could call). Anything else raises ``ValueError`` listing the refused types; a file
+    skops cannot read raises :class:`ModelFileError`. Returns the loaded object (see the
+    module's example).
     """
     try:
         import skops.io as sio
@@ -351,7 +366,25 @@ class _SklearnCall:
 def sklearn_blackbox(
     model: Any, *, output: Output = "proba", classes: Sequence[Any] | None = None
 ) -> BlackBox:
-    """A scikit-learn classifier loaded from a file, as a black box of its ``predict_proba``."""
+    """A scikit-learn classifier, as a black box of its ``predict_proba``.
+
+    Parameters
+    ----------
+    model: a fitted classifier (``TypeError`` without ``predict_proba``).
+    output: must be ``"proba"``: ``predict_proba`` gives probabilities.
+    classes: the labels of the output columns; they must equal the model's ``classes_``.
+
+    Returns
+    -------
+    A :class:`~ruleeraser.BlackBox` with the model's ``classes_``.
+
+    Example
+    -------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> box = sklearn_blackbox(LogisticRegression().fit([[0.0], [1.0]], ["no", "yes"]))
+    >>> box.classes.tolist()
+    ['no', 'yes']
+    """
     if not hasattr(model, "predict_proba"):
         raise TypeError(f"the loaded {type(model).__name__} has no predict_proba")
     if output != "proba":

@@ -1,4 +1,23 @@
-"""Read and write the command line's tables (CSV or Parquet), whole or in chunks."""
+"""Read and write the command line's tables (CSV or Parquet), whole or in chunks.
+
+A file that cannot be what its suffix says (a Parquet file named ``.csv``, an empty file, a
+directory), that does not parse, or that holds no rows raises :class:`TableFileError`, a
+``ValueError`` whose message names the file.
+
+Example
+-------
+>>> import tempfile
+>>> path = Path(tempfile.mkdtemp()) / "rows.parquet"
+>>> with TableWriter(path) as writer:
+...     writer.write(pd.DataFrame({"x": [1.0, 2.0], "y": [0, 1]}))
+...     writer.write(pd.DataFrame({"x": [3.0], "y": [1]}))
+>>> table_columns(path), count_rows(path)
+(['x', 'y'], 3)
+>>> [len(chunk) for chunk in iter_table(path, ["y", "x"], chunk_rows=2)]
+[2, 1]
+>>> read_table(path, ["y"])["y"].tolist()
+[0, 1, 1]
+"""
 
 from __future__ import annotations
 
@@ -81,7 +100,7 @@ def _reading(path: str | Path) -> Iterator[None]:
 
 
 def table_columns(path: str | Path) -> list[str]:
-    """The column names of a table file."""
+    """The column names of the table file at ``path`` (its header; no rows are read)."""
     kind = check_table_file(path)
     with _reading(path):
         if kind == "csv":
@@ -102,7 +121,8 @@ def count_rows(path: str | Path) -> int | None:
 
 
 def require_columns(path: str | Path, wanted: Sequence[str]) -> None:
-    """Raise ``ValueError`` naming the columns of ``wanted`` that the table lacks."""
+    """Raise ``ValueError`` naming the columns of ``wanted`` that the table at ``path`` lacks,
+    and listing those it has."""
     available = table_columns(path)
     missing = [c for c in dict.fromkeys(wanted) if c not in available]
     if missing:
@@ -162,7 +182,17 @@ class TableWriter:
     """Write a table chunk by chunk (CSV appended, Parquet through a ``ParquetWriter``).
 
     Chunks go to ``<path>.partial``, renamed to ``path`` by :meth:`close`; a run that fails
-    leaves no file that could pass for complete output.
+    leaves no file that could pass for complete output. Used as a context manager, it closes
+    on success and aborts on an error (see the module's example).
+
+    Parameters
+    ----------
+    path: the ``.csv`` or ``.parquet`` file to write.
+
+    Attributes
+    ----------
+    rows: rows written so far.
+    partial: the file written until :meth:`close`.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -227,7 +257,15 @@ class TableWriter:
 
 
 def check_features(frame: pd.DataFrame, first_row: int = 0) -> None:
-    """Raise ``ValueError`` for non-numeric feature columns or rows with missing values."""
+    """Raise ``ValueError`` for non-numeric feature columns or rows with missing values.
+
+    ``first_row``: the row number of ``frame``'s first row in its file, for the message.
+
+    >>> check_features(pd.DataFrame({"x": [1.0, None]}), first_row=10)
+    Traceback (most recent call last):
+    ...
+    ValueError: 1 row(s) with missing or infinite feature values (data rows from 0): 11
+    """
     bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
     if bad:
         raise ValueError(
@@ -239,7 +277,13 @@ def check_features(frame: pd.DataFrame, first_row: int = 0) -> None:
 
 
 def check_labels(column: pd.Series, first_row: int = 0) -> None:
-    """Raise ``ValueError`` naming the rows of ``column`` without a value."""
+    """Raise ``ValueError`` naming the rows of ``column`` without a value.
+
+    >>> check_labels(pd.Series([0, None, 1], name="sex"))
+    Traceback (most recent call last):
+    ...
+    ValueError: 1 row(s) with no 'sex' value (data rows from 0): 1
+    """
     _fail_rows(column.isna().to_numpy(), f"no {column.name!r} value", first_row)
 
 

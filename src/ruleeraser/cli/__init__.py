@@ -12,7 +12,13 @@ from ruleeraser.cli import evaluate, fit, predict
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line's parser; each command's ``run`` is its ``args.run``."""
+    """The command line's parser; each command's ``run`` is its ``args.run``.
+
+    >>> args = build_parser().parse_args(["fit", "--model", "m.skops", "--data", "c.csv",
+    ...                                   "--target", "y", "--bias", "sex", "--out", "eraser"])
+    >>> args.command, args.bias, args.overwrite
+    ('fit', ['sex'], False)
+    """
     from ruleeraser import __version__
     from ruleeraser.experiments.frontier import add_frontier_parser
     from ruleeraser.experiments.table1 import add_table1_parser

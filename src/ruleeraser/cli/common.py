@@ -1,5 +1,15 @@
 """What the ``fit``, ``predict`` and ``evaluate`` commands share: the ``--model`` options and
-the model they open, and reading a table in chunks."""
+the model they open, reading a table in chunks, and the checks of their options.
+
+Example
+-------
+>>> import argparse
+>>> parser = argparse.ArgumentParser(prog="demo")
+>>> add_model_options(parser)
+>>> args = parser.parse_args(["--model", "model.skops", "--header", "X-Team: fairness"])
+>>> args.model, parse_header(args.header[0])
+('model.skops', ('X-Team', 'fairness'))
+"""
 
 from __future__ import annotations
 
@@ -20,7 +30,18 @@ _HTTP_OPTIONS = (
 def opened_model(
     args: argparse.Namespace, *, progress: bool = False, classes: list[Any] | None = None
 ) -> Iterator[Any]:
-    """The ``--model`` of the command line as a BlackBox, closed (HTTP pool, cache) after use."""
+    """The ``--model`` of the command line as a BlackBox, closed (HTTP pool, cache) after use.
+
+    Parameters
+    ----------
+    args: the parsed command line (the options of :func:`add_model_options`).
+    progress: a progress bar for the rows an HTTP model is sent.
+    classes: the labels of the model's output columns (``--classes``), if given.
+
+    Yields
+    ------
+    The model as a :class:`ruleeraser.BlackBox` (:func:`ruleeraser.model_files.load_model`).
+    """
     from ruleeraser.model_files import load_model
 
     model = load_model(args.model, **model_options(args, progress=progress, classes=classes))
@@ -55,6 +76,11 @@ def model_options(
 
 
 def parse_header(text: str) -> tuple[str, str]:
+    """``(name, value)`` of a ``--header 'Name: value'``; ``ValueError`` for other text.
+
+    >>> parse_header("Authorization: Bearer abc")
+    ('Authorization', 'Bearer abc')
+    """
     name, sep, value = text.partition(":")
     if not sep or not name.strip():
         raise ValueError(f"--header must look like 'Name: value', got {text!r}")
@@ -62,6 +88,13 @@ def parse_header(text: str) -> tuple[str, str]:
 
 
 def http_summary(model: Any) -> str:
+    """What an HTTP model cost (rows sent, requests, cache hits), for the final message; ``""``
+    for a model that is not behind a URL.
+
+    >>> from ruleeraser import BlackBox
+    >>> http_summary(BlackBox(lambda x: [[0.5, 0.5]] * len(x)))
+    ''
+    """
     from ruleeraser.http_model import HTTPModel
 
     fn = model.fn
@@ -74,7 +107,24 @@ def http_summary(model: Any) -> str:
 
 
 def cast_classes(classes: Sequence[str], y: Any) -> list[Any]:
-    """``--classes`` (strings) as values of the target column's type."""
+    """``--classes`` (strings) as values of the target column's type.
+
+    Parameters
+    ----------
+    classes: the labels as typed on the command line.
+    y: the target column (a pandas Series).
+
+    Returns
+    -------
+    The labels as booleans, numbers of ``y``'s dtype, or strings; ``ValueError`` naming
+    ``--classes`` when they cannot be.
+
+    Example
+    -------
+    >>> import pandas as pd
+    >>> cast_classes(["0", "1"], pd.Series([1, 0, 1])), cast_classes(["no"], pd.Series(["no"]))
+    ([0, 1], ['no'])
+    """
     import pandas as pd
 
     if pd.api.types.is_bool_dtype(y):
@@ -94,7 +144,14 @@ def cast_classes(classes: Sequence[str], y: Any) -> list[Any]:
 
 def eraser_features(eraser: Any, given: Sequence[str] | None) -> list[str]:
     """The columns the eraser was fitted on, in order (``--features`` for erasers that lack
-    them)."""
+    them); ``ValueError`` when ``--features`` differ from the eraser's or are needed.
+
+    >>> from types import SimpleNamespace
+    >>> eraser_features(SimpleNamespace(feature_names_in_=["age", "income"]), None)
+    ['age', 'income']
+    >>> eraser_features(SimpleNamespace(), ["a", "b"])
+    ['a', 'b']
+    """
     saved = getattr(eraser, "feature_names_in_", None)
     if saved is None:
         if not given:
@@ -130,12 +187,17 @@ def chunks(args: argparse.Namespace, columns: Sequence[str]) -> Iterator[tuple[i
 
 def rows_error(start: int, chunk: Any, exc: Exception) -> Exception:
     """``exc`` with the rows of ``chunk`` (counted from 0 in ``--data``) in its message: a
-    ``ValueError`` for a fault of the data, a ``RuntimeError`` for one of the run."""
+    ``ValueError`` for a fault of the data, a ``RuntimeError`` for one of the run.
+
+    >>> rows_error(100, [0] * 50, ValueError("NaN in x"))
+    ValueError('data rows 100-149: NaN in x')
+    """
     kind = ValueError if isinstance(exc, (ValueError, TypeError)) else RuntimeError
     return kind(f"data rows {start}-{start + len(chunk) - 1}: {exc}")
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options that open the deployed model (``--model`` and its HTTP settings)."""
     model = parser.add_argument_group("the deployed model")
     model.add_argument(
         "--model", required=True, metavar="SPEC",
@@ -209,6 +271,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_stream_options(parser: argparse.ArgumentParser) -> None:
+    """Add the options of the commands that stream a table through a fitted eraser."""
     parser.add_argument("--eraser", required=True, metavar="DIR", help="a fitted eraser")
     parser.add_argument(
         "--features", nargs="+", metavar="COL",

@@ -21,6 +21,8 @@ from ruleeraser.cli.common import (
 
 
 def run(args: argparse.Namespace) -> int:
+    """Stream ``--data`` through the model and the eraser; print the report and write it to
+    ``--out`` (report.md, report.json, groups.png). Returns 0."""
     from ruleeraser import Eraser
     from ruleeraser.metrics import report
     from ruleeraser.report_files import plot_groups, report_json, report_markdown
@@ -95,7 +97,11 @@ def prior_in_force(eraser: Any) -> dict[str, Any]:
 
 
 def default_report_dir(eraser_dir: str) -> Path:
-    """``ERASER_DIR-report`` beside the eraser."""
+    """``ERASER_DIR-report`` beside the eraser.
+
+    >>> default_report_dir("/srv/erasers/credit").as_posix()
+    '/srv/erasers/credit-report'
+    """
     path = Path(eraser_dir).resolve()
     return path.with_name(path.name + "-report")
 
