@@ -50,6 +50,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 BAR_P50_MS, BAR_RPS_RATIO = 2.0, 0.80
 JSON = {"content-type": "application/json"}
 
@@ -72,7 +73,7 @@ def serve(role: str, args: argparse.Namespace) -> None:
     from ruleeraser.serve import uvicorn_options
 
     if role == "upstream":
-        from ruleeraser.example_upstream import create_upstream_app, make_demo
+        from example_upstream import create_upstream_app, make_demo
 
         app = create_upstream_app(make_demo(args.seed).model)
         if args.upstream_latency_ms:
@@ -375,8 +376,9 @@ def main() -> int:
     if min(args.requests, args.rounds, args.concurrency, args.rows_per_request) < 1:
         parser.error("--requests, --rounds, --concurrency and --rows-per-request must be >= 1")
 
+    from example_upstream import make_demo
+
     from ruleeraser.eraser import Eraser
-    from ruleeraser.example_upstream import make_demo
 
     demo = make_demo(args.seed)
     eraser = Eraser(demo.model, random_state=args.seed)

@@ -1,13 +1,15 @@
 """A deployed model behind an HTTP endpoint speaking JSON, as a black-box function.
 
 :class:`HTTPModel` maps a batch of rows to the model's outputs: it splits the batch into
-requests of ``batch_size`` rows, sends up to ``max_concurrency`` at a time, retries on 429,
-5xx and connection errors with exponential backoff, never sends more rows than ``budget``,
-and, with ``cache_dir``, keeps every answer on disk so that the same rows are never sent
-twice. Wrap it with :func:`ruleeraser.as_blackbox` (or use
-:func:`ruleeraser.model_files.load_model`) to validate its outputs as probabilities.
+requests of ``rows_per_request`` rows, sends up to ``max_concurrency`` at a time, retries on
+429, 5xx and connection errors with exponential backoff, never sends more rows than ``budget``,
+and, with ``cache_dir``, keeps every answer on disk (:mod:`ruleeraser.http_cache`) so that the
+same rows are never sent twice. Ctrl-C stops the sending: the requests already on the wire are
+waited for and their answers kept, then :class:`QueryInterrupted` says what is cached. Wrap it
+with :func:`ruleeraser.as_blackbox` (or use :func:`ruleeraser.model_files.load_model`) to
+validate its outputs as probabilities.
 
-Protocols (``protocol=``):
+Protocols (``protocol=``, the bodies in :mod:`ruleeraser.wire`):
 
 - ``"instances"``: ``{"instances": rows}`` -> ``{"predictions": outputs}`` (TensorFlow Serving,
   KServe v1, Vertex AI, MLflow). ``row_format="records"`` sends each row as an object keyed by
@@ -27,25 +29,34 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
-import sqlite3
 import threading
-import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from email.utils import parsedate_to_datetime
+import warnings
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed, wait
+from os import PathLike
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from ruleeraser import wire
+from ruleeraser.http_cache import CACHE_FILE, AnswerCache, CacheFileError
+from ruleeraser.http_client import PostFailed, RetryingPoster
+from ruleeraser.params import InstanceOf, Interval, Options, Satisfies, validate_params
+
 Protocol = Literal["instances", "kserve-v2", "custom"]
 RowFormat = Literal["values", "records"]
 
 PROTOCOLS = ("instances", "kserve-v2", "custom")
-CACHE_FILE = "http-cache.sqlite3"
-_EXCERPT = 300
+__all__ = [
+    "CACHE_FILE",
+    "CacheFileError",
+    "HTTPModel",
+    "HTTPModelError",
+    "QueryBudgetExceeded",
+    "QueryInterrupted",
+]
 
 
 class HTTPModelError(RuntimeError):
@@ -68,6 +79,32 @@ class QueryBudgetExceeded(RuntimeError):
         self.needed, self.budget, self.sent = needed, budget, sent
 
 
+class QueryInterrupted(KeyboardInterrupt):
+    """Ctrl-C while querying: no request was sent after it, and the answers of the requests
+    already on the wire were waited for and cached. ``answered`` rows of the call have an
+    answer, ``unanswered`` do not; ``cached`` of the call's rows are in the cache file
+    ``cache`` (None: no cache)."""
+
+    def __init__(self, answered: int, unanswered: int, cached: int, cache: Path | None) -> None:
+        if cache is None:
+            kept = "no cache_dir, so a rerun sends them again"
+        else:
+            kept = f"{cached} rows cached in {cache}: a rerun with this cache sends only the rest"
+        super().__init__(
+            f"stopped sending to the model; {answered} rows answered, {unanswered} not ({kept})"
+        )
+        self.answered, self.unanswered = answered, unanswered
+        self.cached, self.cache = cached, cache
+
+
+def _is_url(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(("http://", "https://"))
+
+
+_POSITIVE_INT, _COUNT = Interval(int, 1, None), Interval(int, 0, None)
+_SECONDS = Interval(float, 0, None)
+
+
 class HTTPModel:
     """A model behind ``url``, called on a batch of rows, returning a float64 array.
 
@@ -79,11 +116,11 @@ class HTTPModel:
         ``"records"`` (each row an object keyed by column name; ``instances``/``custom``).
     request_key, response_key: dotted paths of the rows and the outputs (``custom`` only).
     input_name, input_datatype, output_name: the tensors of the ``kserve-v2`` protocol.
-    batch_size: rows per request. max_concurrency: requests in flight at once.
+    rows_per_request: rows in one HTTP request. max_concurrency: requests in flight at once.
     timeout: seconds allowed per request (connect, send, wait, read).
-    retries: further attempts after a 429, a 5xx, a timeout or a connection error, waiting
-        ``backoff * 2**attempt`` seconds (times a random factor in [0.5, 1]) or what the
-        ``Retry-After`` header asks, at most ``max_backoff``. Other statuses fail at once.
+    retries, backoff, max_backoff: further attempts after a 429, a 5xx, a timeout or a
+        connection error, and their waits (:mod:`ruleeraser.http_client`). Other statuses
+        fail at once.
     budget: the most rows ever sent to the model by this object (retries of the same rows
         count once). A call that needs more raises :class:`QueryBudgetExceeded` before
         sending anything.
@@ -92,11 +129,49 @@ class HTTPModel:
         are sent once. Use it only for a model that does not change behind the URL.
     headers: extra request headers (e.g. authorisation).
     progress: show a progress bar of the rows sent.
-    sleep, seed: the waiting function and the jitter's seed (for tests).
+    sleep, seed: the function waiting between retries (None: a wait that Ctrl-C ends) and
+        the jitter's seed (for tests).
+    batch_size: deprecated name of ``rows_per_request``.
 
-    Counters: ``rows_sent`` (rows sent to the model), ``requests_sent`` (HTTP requests,
-    retries included), ``cache_hits`` (rows answered without sending them).
+    Attributes
+    ----------
+    rows_sent: rows sent to the model. requests_sent: HTTP requests, retries included.
+    cache_hits: rows answered without sending them.
+
+    Example
+    -------
+    >>> model = HTTPModel("http://127.0.0.1:9000/predict", rows_per_request=64, retries=1)
+    >>> model
+    HTTPModel('http://127.0.0.1:9000/predict', protocol='instances')
+    >>> HTTPModel("http://127.0.0.1:9000/predict", rows_per_request=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: rows_per_request must be an int >= 1; got 0
     """
+
+    _parameter_constraints: dict[str, list] = {
+        "url": [Satisfies(_is_url, "an http:// or https:// URL", kind=(str,))],
+        "protocol": [Options(PROTOCOLS)],
+        "row_format": [Options(("values", "records"))],
+        "request_key": [None, InstanceOf((str,), "a dotted path")],
+        "response_key": [None, InstanceOf((str,), "a dotted path")],
+        "input_name": [InstanceOf((str,), "a tensor name")],
+        "input_datatype": [InstanceOf((str,), "a KServe v2 datatype such as 'FP32'")],
+        "output_name": [None, InstanceOf((str,), "a tensor name")],
+        "rows_per_request": [_POSITIVE_INT],
+        "max_concurrency": [_POSITIVE_INT],
+        "timeout": [Interval(float, 0, None, closed="neither")],
+        "retries": [_COUNT],
+        "backoff": [_SECONDS],
+        "max_backoff": [_SECONDS],
+        "budget": [None, _COUNT],
+        "cache_dir": [None, InstanceOf((str, PathLike), "a directory")],
+        "headers": [None, InstanceOf((Mapping,), "a mapping of header names to values")],
+        "progress": [Options((True, False))],
+        "sleep": [None, Satisfies(callable, "a function of seconds")],
+        "seed": [None, Interval(int, None, None)],
+        "batch_size": [None, _POSITIVE_INT],
+    }
 
     def __init__(
         self,
@@ -109,72 +184,47 @@ class HTTPModel:
         input_name: str = "input-0",
         input_datatype: str = "FP32",
         output_name: str | None = None,
-        batch_size: int = 256,
+        rows_per_request: int = 256,
         max_concurrency: int = 4,
         timeout: float = 30.0,
         retries: int = 3,
         backoff: float = 0.5,
         max_backoff: float = 60.0,
         budget: int | None = None,
-        cache_dir: str | Path | None = None,
+        cache_dir: str | PathLike | None = None,
         headers: Mapping[str, str] | None = None,
         progress: bool = False,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], Any] | None = None,
         seed: int | None = None,
+        batch_size: int | None = None,
     ) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"url must start with http:// or https://, got {url!r}")
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-        if row_format not in ("values", "records"):
-            raise ValueError(f"row_format must be 'values' or 'records', got {row_format!r}")
-        if protocol == "kserve-v2" and row_format == "records":
-            raise ValueError("the kserve-v2 protocol sends a tensor: use row_format='values'")
-        if protocol == "custom":
-            if not request_key or not response_key:
-                raise ValueError("protocol='custom' needs request_key and response_key")
-        elif request_key is not None or response_key is not None:
-            raise ValueError(
-                f"request_key/response_key apply to protocol='custom', not {protocol!r}"
+        params = dict(locals())
+        del params["self"]
+        validate_params(params, self._parameter_constraints)
+        _check_protocol(protocol, row_format, request_key, response_key)
+        if batch_size is not None:
+            warnings.warn(
+                "HTTPModel(batch_size=...) is deprecated and will be removed in 0.3: use "
+                "rows_per_request",
+                DeprecationWarning,
+                stacklevel=2,
             )
-        for name, value, low in [
-            ("batch_size", batch_size, 1),
-            ("max_concurrency", max_concurrency, 1),
-            ("retries", retries, 0),
-        ]:
-            if value < low:
-                raise ValueError(f"{name} must be at least {low}, got {value}")
-        if timeout <= 0 or backoff < 0 or max_backoff < 0:
-            raise ValueError("timeout must be positive, backoff and max_backoff not negative")
-        if budget is not None and budget < 0:
-            raise ValueError(f"budget must not be negative, got {budget}")
-        self.url = url
-        self.protocol = protocol
-        self.row_format = row_format
-        self.request_key = request_key
-        self.response_key = response_key
-        self.input_name = input_name
-        self.input_datatype = input_datatype
-        self.output_name = output_name
-        self.batch_size = batch_size
-        self.max_concurrency = max_concurrency
-        self.timeout = timeout
-        self.retries = retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self.budget = budget
-        self.headers = dict(headers or {})
-        self.progress = progress
-        self.sleep = sleep
-        self.rows_sent = 0
-        self.requests_sent = 0
-        self.cache_hits = 0
-        self._random = random.Random(seed)
+            rows_per_request = batch_size
+        for name in ("url", "protocol", "row_format", "request_key", "response_key"):
+            setattr(self, name, params[name])
+        self.input_name, self.input_datatype = input_name, input_datatype
+        self.output_name, self.rows_per_request = output_name, rows_per_request
+        self.max_concurrency, self.timeout, self.retries = max_concurrency, timeout, retries
+        self.budget, self.progress = budget, progress
+        self.rows_sent = self.cache_hits = 0
+        self._poster = RetryingPoster(
+            url, timeout=timeout, max_connections=max_concurrency, headers=headers,
+            retries=retries, backoff=backoff, max_backoff=max_backoff, sleep=sleep, seed=seed,
+        )  # fmt: skip
         self._lock = threading.Lock()
         self._reserved = 0
-        self._client: Any = None
         self._closed = False
-        self._cache = None if cache_dir is None else _Cache(Path(cache_dir))
+        self._cache = None if cache_dir is None else AnswerCache(Path(cache_dir))
         signature = [url, protocol, row_format, request_key, response_key]
         if protocol == "kserve-v2":
             signature += [input_name, input_datatype, output_name]
@@ -235,9 +285,7 @@ class HTTPModel:
     def close(self) -> None:
         """Close the connection pool and the cache; the model cannot be called after."""
         self._closed = True
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        self._poster.close()
         if self._cache is not None:
             self._cache.close()
 
@@ -250,6 +298,11 @@ class HTTPModel:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def requests_sent(self) -> int:
+        """HTTP requests sent, retries included."""
+        return self._poster.requests_sent
 
     def __repr__(self) -> str:
         return f"HTTPModel({self.url!r}, protocol={self.protocol!r})"
@@ -264,7 +317,7 @@ class HTTPModel:
             if not hasattr(X, "columns"):
                 raise TypeError("row_format='records' needs a DataFrame (rows keyed by column)")
             rows: Any = X.to_dict(orient="records")
-            return rows, _texts(rows)
+            return rows, wire.row_texts(rows)
         arr = X.to_numpy() if hasattr(X, "to_numpy") else np.asarray(X)
         if arr.ndim < 2:
             raise ValueError(f"expected a 2-D batch of rows, got shape {arr.shape}")
@@ -273,7 +326,7 @@ class HTTPModel:
                 raise TypeError(
                     f"kserve-v2 sends a numeric tensor; the rows have dtype {arr.dtype}"
                 )
-            return arr, _texts(arr.tolist())
+            return arr, wire.row_texts(arr.tolist())
         bad = ~np.isfinite(arr.reshape(len(arr), -1).astype(np.float64)).all(axis=1)
         if bad.any():
             shown = ", ".join(map(str, np.flatnonzero(bad)[:10]))
@@ -281,43 +334,25 @@ class HTTPModel:
                 f"{int(bad.sum())} row(s) hold NaN or infinite values, which JSON cannot "
                 f"carry: rows {shown}{' ...' if bad.sum() > 10 else ''}"
             )
-        return arr, [_dumps(row) for row in arr.tolist()]
+        return arr, [wire.dumps(row) for row in arr.tolist()]
 
     def _key(self, text: str) -> str:
         return hashlib.sha256(f"{self._signature}\n{text}".encode()).hexdigest()
 
     def _body(self, rows: np.ndarray | list[dict], texts: list[str], idx: list[int]) -> bytes:
         if self.protocol == "kserve-v2":
-            batch = rows[idx]  # type: ignore[index]
-            tensor = {
-                "name": self.input_name,
-                "shape": list(batch.shape),
-                "datatype": self.input_datatype,
-                "data": batch.reshape(-1).tolist(),
-            }
-            return json.dumps({"inputs": [tensor]}, separators=(",", ":")).encode()
-        keys = ["instances"] if self.protocol == "instances" else self.request_key.split(".")
-        payload = "[" + ",".join(texts[i] for i in idx) + "]"
-        head = "".join("{" + json.dumps(k) + ":" for k in keys)
-        return (head + payload + "}" * len(keys)).encode()
+            return wire.kserve_v2_body(rows[idx], self.input_name, self.input_datatype)  # type: ignore[index]
+        path = wire.INSTANCES if self.protocol == "instances" else self.request_key
+        return wire.rows_body([texts[i] for i in idx], path)  # type: ignore[arg-type]
 
-    def _decode(self, body: Any, m: int) -> np.ndarray:
+    def _decode(self, content: bytes, m: int) -> np.ndarray:
         """The outputs in a response body, checked: ``m`` rows of finite numbers."""
+        body = wire.read_answer(content)
         if self.protocol == "kserve-v2":
-            out = _pick_output(body, self.output_name)
-            try:
-                values = np.asarray(out["data"], dtype=np.float64).reshape(out["shape"])
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ValueError(f"output tensor cannot be read: {exc}") from None
+            values = wire.kserve_v2_output(body, self.output_name)
         else:
-            path = "predictions" if self.protocol == "instances" else self.response_key
-            found = _lookup(body, path)
-            try:
-                values = np.asarray(found, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise ValueError(
-                    f"{path!r} is not an array of numbers: {_excerpt(json.dumps(found))}"
-                ) from None
+            path = wire.PREDICTIONS if self.protocol == "instances" else self.response_key
+            values = wire.read_outputs(body, path)  # type: ignore[arg-type]
         if values.ndim not in (1, 2) or values.shape[0] != m:
             got = f"{values.shape[0]} row(s)" if values.ndim else "a scalar"
             raise ValueError(
@@ -344,41 +379,88 @@ class HTTPModel:
         answers: list[np.ndarray | None],
         keys: list[str] | None,
     ) -> None:
-        batches = [todo[s : s + self.batch_size] for s in range(0, len(todo), self.batch_size)]
-        failed = threading.Event()
-
-        def request(idx: list[int]) -> np.ndarray | None:
-            if failed.is_set():
-                return None  # a request failed: send no more
-            try:
-                return self._request(rows, texts, idx)
-            except BaseException:
-                failed.set()
-                raise
-
+        """Send rows ``todo`` in requests of ``rows_per_request``, ``max_concurrency`` at once,
+        filling ``answers`` and the cache; the first failure stops the sending."""
+        size = self.rows_per_request
+        batches = [todo[s : s + size] for s in range(0, len(todo), size)]
+        stop = threading.Event()  # set by a failure or Ctrl-C: send no more
         bar = tqdm(total=len(todo), unit="row", desc="querying", disable=not self.progress)
+        pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(batches)))
+        futures = {pool.submit(self._request, rows, texts, idx, stop): idx for idx in batches}
+        kept: set[Future] = set()
         error: BaseException | None = None
-        with bar, ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(batches))) as pool:
-            futures = {pool.submit(request, idx): idx for idx in batches}
+        try:
             for future in as_completed(futures):
-                if future.exception() is not None:
-                    error = error or future.exception()
-                    continue
-                idx, values = futures[future], future.result()
-                if values is None:
-                    continue
-                for i, value in zip(idx, values, strict=True):
-                    answers[i] = value
-                if keys is not None:  # answers received are kept, even if another fails
-                    items = [(keys[i], _dumps(answers[i].tolist())) for i in idx]
-                    with self._lock:
-                        self._cache.put(items)  # type: ignore[union-attr]
-                bar.update(len(idx))
+                error = error or self._keep(future, futures[future], answers, keys, bar)
+                kept.add(future)
+        except KeyboardInterrupt:
+            stop.set()
+            for future in futures:
+                future.cancel()  # those not sent yet
+            self._wait_on_the_wire(list(futures))
+            for future in futures:
+                if future.done() and future not in kept and not future.cancelled():
+                    self._keep(future, futures[future], answers, keys, bar)
+            raise self._interrupted(answers, todo, keys) from None
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+            bar.close()
         if error is not None:
             raise error
 
-    def _request(self, rows: np.ndarray | list[dict], texts: list[str], idx: list[int]) -> Any:
-        """Send rows ``idx`` in one request, retrying; their decoded answers."""
+    def _keep(
+        self,
+        future: Future,
+        idx: list[int],
+        answers: list[np.ndarray | None],
+        keys: list[str] | None,
+        bar: Any,
+    ) -> BaseException | None:
+        """Store a finished request's answers (in the cache too); its error, if it failed."""
+        if future.exception() is not None:
+            return future.exception()
+        values = future.result()
+        if values is None:  # not sent: the sending had stopped
+            return None
+        for i, value in zip(idx, values, strict=True):
+            answers[i] = value
+        if keys is not None:  # answers received are kept, even if another request fails
+            items = [(keys[i], wire.dumps(answers[i].tolist())) for i in idx]  # type: ignore[union-attr]
+            with self._lock:
+                self._cache.put(items)  # type: ignore[union-attr]
+        bar.update(len(idx))
+        return None
+
+    def _wait_on_the_wire(self, futures: list[Future]) -> None:
+        """After Ctrl-C: wait for the requests already sent (their rows are paid for); a
+        second Ctrl-C gives them up, closing their connections."""
+        try:
+            wait(futures)
+        except KeyboardInterrupt:
+            self._poster.close()
+
+    def _interrupted(
+        self, answers: list[np.ndarray | None], todo: list[int], keys: list[str] | None
+    ) -> QueryInterrupted:
+        answered = sum(answers[i] is not None for i in todo)
+        cached = 0
+        if keys is not None:
+            with self._lock:
+                cached = len(self._cache.get(list(dict.fromkeys(keys))))  # type: ignore[union-attr]
+        path = None if self._cache is None else self._cache.path
+        return QueryInterrupted(answered, len(todo) - answered, cached, path)
+
+    def _request(
+        self,
+        rows: np.ndarray | list[dict],
+        texts: list[str],
+        idx: list[int],
+        stop: threading.Event,
+    ) -> np.ndarray | None:
+        """Send rows ``idx`` in one request, retrying; their decoded answers (None when the
+        sending stopped before they went)."""
+        if stop.is_set():
+            return None
         span = (idx[0], idx[-1])
         where = f"rows {span[0]}-{span[1]}"
         if span[1] - span[0] + 1 != len(idx):
@@ -386,171 +468,25 @@ class HTTPModel:
         body = self._body(rows, texts, idx)
         with self._lock:
             self.rows_sent += len(idx)
-        attempts = self.retries + 1
-        for attempt in range(attempts):
-            try:
-                return self._attempt(body, len(idx))
-            except _Retry as retry:
-                problem = retry.problem
-                if attempt + 1 < attempts:
-                    self.sleep(self._delay(attempt, retry.after))
-            except ValueError as exc:
-                raise HTTPModelError(f"{where}: {exc}", span) from None
-        raise HTTPModelError(f"{where}: {problem} after {attempts} attempts", span)
-
-    def _attempt(self, body: bytes, m: int) -> np.ndarray:
-        """One POST and its decoded answer; ``_Retry`` when it may be retried, ``ValueError``
-        when it may not."""
-        httpx = _httpx()
-        with self._lock:
-            self.requests_sent += 1
         try:
-            response = self._get_client().post(self.url, content=body)
-        except httpx.TimeoutException as exc:
-            raise _Retry(f"timed out after {self.timeout:g} s ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise _Retry(f"connection failed ({type(exc).__name__}: {exc})") from None
-        status = response.status_code
-        if status == 429 or status >= 500:
-            after = _retry_after(response.headers.get("Retry-After"))
-            raise _Retry(f"HTTP {status}: {_excerpt(response.text)}", after)
-        if not 200 <= status < 300:
-            raise ValueError(f"HTTP {status}: {_excerpt(response.text)}")
-        try:
-            payload = response.json()
-        except ValueError:
-            raise ValueError(
-                f"HTTP {status} but the body is not JSON: {_excerpt(response.text)}"
-            ) from None
-        return self._decode(payload, m)
-
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(self.max_backoff, retry_after)
-        base = min(self.max_backoff, self.backoff * 2**attempt)
-        return base * (0.5 + 0.5 * self._random.random())
-
-    def _get_client(self) -> Any:
-        with self._lock:
-            if self._client is None:
-                httpx = _httpx()
-                self._client = httpx.Client(
-                    timeout=httpx.Timeout(self.timeout),
-                    limits=httpx.Limits(max_connections=self.max_concurrency),
-                    headers={"Content-Type": "application/json", **self.headers},
-                )
-            return self._client
+            return self._decode(self._poster.post(body, stop), len(idx))
+        except PostFailed as failed:
+            stop.set()
+            tries = f" after {failed.attempts} attempts" if failed.retryable else ""
+            raise HTTPModelError(f"{where}: {failed.problem}{tries}", span) from None
+        except ValueError as exc:
+            stop.set()
+            raise HTTPModelError(f"{where}: {exc}", span) from None
 
 
-class _Retry(Exception):
-    """A failed attempt that may be retried, after ``after`` seconds if the server said."""
-
-    def __init__(self, problem: str, after: float | None = None) -> None:
-        super().__init__(problem)
-        self.problem, self.after = problem, after
-
-
-class _Cache:
-    """Answers by key in a SQLite file; callers hold the model's lock."""
-
-    def __init__(self, directory: Path) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / CACHE_FILE
-        self.db = sqlite3.connect(self.path, timeout=60, check_same_thread=False)
-        with self.db:
-            self.db.execute(
-                "CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, answer TEXT NOT NULL)"
-            )
-
-    def get(self, keys: Sequence[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        for s in range(0, len(keys), 500):
-            chunk = list(keys[s : s + 500])
-            marks = ",".join("?" * len(chunk))
-            query = f"SELECT key, answer FROM answers WHERE key IN ({marks})"
-            found.update(self.db.execute(query, chunk).fetchall())
-        return found
-
-    def put(self, items: list[tuple[str, str]]) -> None:
-        with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO answers VALUES (?, ?)", items)
-
-    def close(self) -> None:
-        self.db.close()
-
-
-def _httpx() -> Any:
-    try:
-        import httpx
-    except ImportError as exc:  # pragma: no cover - depends on the installed extras
-        raise ImportError("an HTTP model needs httpx: pip install 'rule-eraser[http]'") from exc
-    return httpx
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(
-        value, separators=(",", ":"), sort_keys=True, allow_nan=False, default=_json_scalar
-    )
-
-
-def _texts(rows: list) -> list[str]:
-    """Each row's JSON text; a row JSON cannot carry (NaN, unknown types) is named."""
-    texts = []
-    for i, row in enumerate(rows):
-        try:
-            texts.append(_dumps(row))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"row {i} cannot be sent as JSON: {exc}") from None
-    return texts
-
-
-def _json_scalar(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
-def _excerpt(text: str) -> str:
-    text = " ".join(text.split())
-    return repr(text if len(text) <= _EXCERPT else text[:_EXCERPT] + "...")
-
-
-def _lookup(body: Any, path: str) -> Any:
-    """``body`` at a dotted ``path``; integer parts index lists."""
-    node = body
-    for i, part in enumerate(path.split(".")):
-        try:
-            node = node[int(part)] if isinstance(node, list) else node[part]
-        except (KeyError, IndexError, TypeError, ValueError):
-            at = ".".join(path.split(".")[:i]) or "the body"
-            has = list(node)[:10] if isinstance(node, dict) else type(node).__name__
-            raise ValueError(f"the response has no {part!r} in {at} ({has})") from None
-    return node
-
-
-def _pick_output(body: Any, name: str | None) -> dict:
-    outputs = body.get("outputs") if isinstance(body, dict) else None
-    if not isinstance(outputs, list) or not outputs:
-        raise ValueError(f"the response has no 'outputs' list: {_excerpt(json.dumps(body))}")
-    names = [o.get("name") for o in outputs]
-    if name is not None:
-        if name not in names:
-            raise ValueError(f"no output named {name!r}; outputs: {names}")
-        return outputs[names.index(name)]
-    if len(outputs) > 1:
-        raise ValueError(f"the model has outputs {names}; choose one with output_name")
-    return outputs[0]
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date)."""
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
+def _check_protocol(
+    protocol: str, row_format: str, request_key: str | None, response_key: str | None
+) -> None:
+    """The parameters that must go together, each valid alone."""
+    if protocol == "kserve-v2" and row_format == "records":
+        raise ValueError("the kserve-v2 protocol sends a tensor: use row_format='values'")
+    if protocol == "custom":
+        if not request_key or not response_key:
+            raise ValueError("protocol='custom' needs request_key and response_key")
+    elif request_key is not None or response_key is not None:
+        raise ValueError(f"request_key/response_key apply to protocol='custom', not {protocol!r}")

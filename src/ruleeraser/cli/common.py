@@ -21,9 +21,26 @@ from pathlib import Path
 from typing import Any
 
 _HTTP_OPTIONS = (
-    "protocol", "row_format", "request_key", "response_key", "input_name", "batch_size",
+    "protocol", "row_format", "request_key", "response_key", "input_name", "rows_per_request",
     "max_concurrency", "timeout", "retries", "budget", "cache_dir",
 )  # fmt: skip
+
+
+class _RenamedOption(argparse.Action):
+    """Stores the value; says so on stderr when the option was given by its old name
+    (``option_strings[1]``), which still works until it is removed."""
+
+    def __call__(self, parser: Any, namespace: Any, values: Any, option: Any = None) -> None:
+        import sys
+
+        old, new = self.option_strings[1], self.option_strings[0]
+        if option == old:
+            print(
+                f"{parser.prog}: warning: {old} is deprecated and will be removed in 0.3; "
+                f"use {new}",
+                file=sys.stderr,
+            )
+        setattr(namespace, self.dest, values)
 
 
 @contextmanager
@@ -241,7 +258,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--input-name", metavar="NAME", help="kserve-v2: the input tensor's name (default input-0)"
     )  # fmt: skip
     http.add_argument(
-        "--batch-size", type=int, metavar="N", help="rows per request (default 256)"
+        "--rows-per-request", "--batch-size", type=int, metavar="N", action=_RenamedOption,
+        help="rows in one HTTP request (default 256; --batch-size is its deprecated name)",
     )  # fmt: skip
     http.add_argument(
         "--max-concurrency", type=int, metavar="N", help="requests in flight at once (default 4)"

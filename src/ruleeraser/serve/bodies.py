@@ -1,0 +1,155 @@
+"""The bodies of ``POST /v1/predict``: the request read once into a float32 array, the answer
+written once from the arrays.
+
+A request ``{"instances": rows, "return_original": bool}`` is parsed by orjson, and numpy checks
+the rows' shape and range in one pass each; the rows' JSON text is kept as it came, so that
+the upstream gets the client's own numbers, never encoded again (:func:`ruleeraser.wire.rows_body`).
+A body this reader does not take whole goes to the API's pydantic model, which names what is
+wrong (``instances[0][1]: Input should be a finite number``); whatever that model accepts is
+read from its values instead.
+
+Example
+-------
+>>> from ruleeraser.serve.schemas import api_models
+>>> reader = RequestReader((2,), max_rows=10, bound=1e30, model=api_models(2, 10, 1e30).request)
+>>> rows = reader.read(b'{"instances": [[0.5, 1], [2, 3.25]]}')
+>>> rows.X.dtype, rows.X.shape, rows.text
+(dtype('float32'), (2, 2), b'[0.5, 1], [2, 3.25]')
+>>> reader.read(b'{"instances": [[0.5, "1"]]}')
+Traceback (most recent call last):
+...
+ruleeraser.serve.upstream.Refusal: (422, 'invalid request: instances[0][1]: Input should be ...')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from ruleeraser import wire
+from ruleeraser.serve.upstream import Refusal
+
+#: The bytes of an array of arrays of JSON numbers (and whitespace).
+_NUMERIC = b"0123456789.eE+-,[] \t\n\r"
+_KEYS = {"instances", "return_original"}
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A request read: ``X`` ``(n, width)`` float32; ``text`` the rows' JSON without the
+    array's brackets; ``body`` the client's body when it holds the rows alone (it can go to
+    the upstream as it came), else None."""
+
+    X: np.ndarray
+    text: bytes
+    return_original: bool
+    body: bytes | None
+
+
+class RequestReader:
+    """Reads request bodies of rows of the eraser's ``input_shape`` (flattened: ``width``
+    numbers) within ``±bound``, at most ``max_rows``; ``model`` is the API's pydantic request
+    model, for the errors."""
+
+    def __init__(
+        self, input_shape: tuple[int, ...], max_rows: int, bound: float, model: type[BaseModel]
+    ) -> None:
+        self.input_shape, self.width = input_shape, int(np.prod(input_shape))
+        self.max_rows, self.bound, self.model = max_rows, bound, model
+
+    def read(self, body: bytes) -> Rows:
+        """The request's rows; :class:`Refusal` 400, 413 or 422 saying what is wrong."""
+        return self._fast(body) or self._checked(body)
+
+    def _fast(self, body: bytes) -> Rows | None:
+        """The rows of a valid request, without a Python object per number beyond the parse;
+        None for anything else (the model then says what)."""
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        if type(parsed) is not dict or not parsed.keys() <= _KEYS:
+            return None
+        instances, original = parsed.get("instances"), parsed.get("return_original", False)
+        if type(instances) is not list or type(original) is not bool:
+            return None
+        if not 0 < len(instances) <= self.max_rows:
+            return None
+        text = body[body.find(b"[") + 1 : body.rfind(b"]")]  # the keys hold no bracket
+        if text.translate(None, _NUMERIC):  # a string, a boolean, null or an object
+            return None
+        try:
+            X = np.array(instances, dtype=np.float64)
+        except (TypeError, ValueError):  # rows of different lengths
+            return None
+        if X.shape != (len(instances), self.width) or not (np.abs(X) <= self.bound).all():
+            return None
+        return Rows(X.astype(np.float32), text, original, body if len(parsed) == 1 else None)
+
+    def _checked(self, body: bytes) -> Rows:
+        try:
+            parsed = self.model.model_validate_json(body)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False, include_input=False)
+            if errors[0]["type"] == "json_invalid":
+                raise Refusal(400, f"body is not valid JSON: {errors[0]['msg']}") from None
+            raise Refusal(422, _validation_detail(errors)) from None
+        instances = parsed.instances  # type: ignore[attr-defined]
+        if len(instances) > self.max_rows:
+            raise Refusal(
+                413,
+                f"{len(instances)} instances in one request; this proxy takes at most "
+                f"{self.max_rows}",
+            )
+        bad = [i for i, row in enumerate(instances) if len(row) != self.width]
+        if bad:
+            raise Refusal(
+                422,
+                f"every instance must hold {self.width} numbers (the eraser's input shape is "
+                f"{self.input_shape}); {len(bad)} do not, the first is instances[{bad[0]}] with "
+                f"{len(instances[bad[0]])}",
+            )
+        text = ",".join(wire.row_texts(instances)).encode()
+        X = np.asarray(instances, dtype=np.float32)
+        return Rows(X, text, parsed.return_original, None)  # type: ignore[attr-defined]
+
+
+def answer_body(fair: np.ndarray, original: np.ndarray | None, classes: list[Any]) -> bytes:
+    """``{"predictions": fair, "original": original (if given), "classes": classes}``."""
+    answer: dict[str, Any] = {"predictions": fair}
+    if original is not None:
+        answer["original"] = original
+    answer["classes"] = classes
+    return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def error_body(detail: str) -> bytes:
+    """``{"detail": detail}``."""
+    return orjson.dumps({"detail": detail})
+
+
+def _where(loc: Any) -> str:
+    """A pydantic error location as ``instances[2][0]``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text or "body"
+
+
+def _message(error: dict[str, Any]) -> str:
+    """pydantic's message, with a range's bound as a float (not 37 digits of an integer)."""
+    bounds = {"less_than_equal": ("less", "le"), "greater_than_equal": ("greater", "ge")}
+    if error["type"] not in bounds:
+        return error["msg"]
+    word, key = bounds[error["type"]]
+    return f"Input should be {word} than or equal to {float(error['ctx'][key]):.6g}"
+
+
+def _validation_detail(errors: list[dict[str, Any]], shown: int = 5) -> str:
+    parts = [f"{_where(e['loc'])}: {_message(e)}" for e in errors[:shown]]
+    more = f" (and {len(errors) - shown} more)" if len(errors) > shown else ""
+    return "invalid request: " + "; ".join(parts) + more

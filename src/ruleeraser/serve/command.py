@@ -1,0 +1,215 @@
+"""``ruleeraser serve``: the fair proxy behind uvicorn, from the command line.
+
+FastAPI, aiohttp and uvicorn are imported only when an app is built or served, so that the
+command line loads without the ``serve`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ruleeraser.serve.settings import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_ROWS,
+    DEFAULT_MIN_INFLIGHT,
+    DEFAULT_PATCH_THREADS,
+    DEFAULT_TIMEOUT,
+    ENV,
+    PREDICT_PATH,
+    Settings,
+)
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+#: The factory uvicorn's worker processes build their app with (``--workers`` > 1).
+APP_FACTORY = "ruleeraser.serve:create_app_from_env"
+
+
+def create_app_from_env() -> FastAPI:
+    """:func:`~ruleeraser.serve.create_app` configured by the ``RULEERASER_SERVE_*``
+    variables (:data:`ruleeraser.serve.settings.ENV`): what each uvicorn worker builds."""
+    from dataclasses import asdict
+
+    from ruleeraser.serve.app import create_app
+
+    missing = [ENV[k] for k in ("eraser", "upstream") if not os.environ.get(ENV[k])]
+    if missing:
+        raise RuntimeError(f"set {' and '.join(missing)} to serve")
+    settings = asdict(Settings.from_env())
+    return create_app(os.environ[ENV["eraser"]], os.environ[ENV["upstream"]], **settings)
+
+
+def uvicorn_options(access_log: bool = True) -> dict[str, Any]:
+    """uvicorn settings for the proxy (:func:`run`; ``benchmarks/proxy_overhead.py`` too).
+
+    No ``Server`` or ``Date`` header on answers, and ``X-Forwarded-For`` is read only for the
+    access log, the one place the client's address goes: without it uvicorn's
+    proxy-headers middleware would wrap every request for nothing.
+
+    >>> uvicorn_options(access_log=False)["proxy_headers"]
+    False
+    """
+    return {
+        "access_log": access_log,
+        "proxy_headers": access_log,
+        "server_header": False,
+        "date_header": False,
+    }
+
+
+def run(
+    eraser_dir: str | Path,
+    upstream: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    *,
+    access_log: bool = True,
+    log_level: str = "info",
+    **settings: Any,
+) -> None:
+    """Serve the fair proxy with uvicorn until interrupted.
+
+    ``settings`` are :func:`~ruleeraser.serve.create_app`'s. The app is built once here so
+    that a bad eraser or setting fails before serving; with ``workers > 1`` each worker
+    process builds its own from the environment (:func:`create_app_from_env`).
+    """
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from ruleeraser.serve.app import create_app
+
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    app: Any = create_app(eraser_dir, upstream, **settings)
+    if workers > 1:
+        os.environ[ENV["eraser"]] = str(Path(eraser_dir).resolve())
+        os.environ[ENV["upstream"]] = upstream
+        os.environ.update(Settings(**settings).to_env())
+        app = APP_FACTORY
+    config = uvicorn.Config(
+        app, host=host, port=port, workers=workers, factory=workers > 1,
+        log_level=log_level, **uvicorn_options(access_log),
+    )  # fmt: skip
+    sock = _listen(host, port)
+    logging.getLogger("uvicorn.error").info(
+        "fair proxy on http://%s:%d%s, %d worker(s), upstream %s",
+        host, sock.getsockname()[1], PREDICT_PATH, workers, upstream,
+    )  # fmt: skip
+    if workers == 1:
+        uvicorn.Server(config).run(sockets=[sock])
+    else:
+        Multiprocess(config, sockets=[sock]).run()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A bound TCP socket whose accepted connections get TCP_NODELAY.
+
+    asyncio sets TCP_NODELAY only on sockets of protocol IPPROTO_TCP, and uvicorn binds its
+    multi-worker socket with protocol 0: every keep-alive answer would then wait for the
+    client's delayed ACK, about 40 ms on Linux (Kludex/uvicorn#3149).
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(address)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _serve_command(args: argparse.Namespace) -> int:
+    settings = {
+        "timeout": args.timeout, "max_rows": args.max_rows,
+        "max_body_bytes": args.max_body_bytes, "coalesce": not args.no_coalesce,
+        "max_inflight": args.max_inflight, "min_inflight": args.min_inflight,
+        "max_batch_rows": args.max_batch_rows, "patch_threads": args.patch_threads,
+    }  # fmt: skip
+    try:
+        run(
+            args.eraser, args.upstream, host=args.host, port=args.port, workers=args.workers,
+            access_log=not args.no_access_log, **settings,
+        )  # fmt: skip
+    except (ValueError, TypeError, OSError, RuntimeError, ImportError) as exc:
+        # a bad setting, an eraser that fails to load or to compute, a port in use
+        print(f"ruleeraser serve: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``serve`` on an ``add_subparsers()`` object; its ``run`` default serves."""
+    p = subparsers.add_parser(
+        "serve",
+        help="serve a fair proxy in front of a model endpoint",
+        description=(
+            f"Answer POST {PREDICT_PATH} {{'instances': [[...], ...]}} with fair probabilities: "
+            "forward the instances to the upstream model (same protocol), subtract the "
+            "eraser's patches from its answer. GET /healthz describes the eraser; /docs and "
+            "/openapi.json describe the API."
+        ),
+    )
+    p.add_argument("--eraser", required=True, help="directory written by Eraser.save / fit")
+    p.add_argument("--upstream", required=True, help="URL of the model's predict endpoint")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (1)")
+    _add_limit_options(p)
+    _add_coalescing_options(p)
+    p.add_argument(
+        "--patch-threads", type=int, default=DEFAULT_PATCH_THREADS,
+        help=f"torch threads for the patches ({DEFAULT_PATCH_THREADS}: the cores are the model's "
+        "and the other requests', and the patches are small)",
+    )  # fmt: skip
+    p.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    p.set_defaults(run=_serve_command)
+    return p
+
+
+def _add_limit_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT,
+        help="seconds a request may wait for the upstream, queued or on the wire; slower "
+        f"answers 504 ({DEFAULT_TIMEOUT:g})",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-rows", type=int, default=DEFAULT_MAX_ROWS,
+        help=f"most instances per request; more answer 413 ({DEFAULT_MAX_ROWS})",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+        help=f"largest request body; larger answer 413 ({DEFAULT_MAX_BODY_BYTES})",
+    )  # fmt: skip
+
+
+def _add_coalescing_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-inflight", type=int, default=None,
+        help="most upstream calls out at once; requests that arrive while the calls allowed "
+        "are busy wait and go together in the next one. The limit moves between "
+        "--min-inflight and this with the calls' times: up while they stay near the fastest "
+        "(the model serves them in parallel), down when they grow with the calls out (it "
+        f"serves one at a time) ({DEFAULT_MAX_CONNECTIONS}, the upstream connections)",
+    )  # fmt: skip
+    p.add_argument(
+        "--min-inflight", type=int, default=DEFAULT_MIN_INFLIGHT,
+        help=f"fewest upstream calls the limit goes down to ({DEFAULT_MIN_INFLIGHT}; equal "
+        "to --max-inflight: a fixed limit)",
+    )  # fmt: skip
+    p.add_argument(
+        "--max-batch-rows", type=int, default=None,
+        help="most rows in one coalesced upstream call (--max-rows)",
+    )  # fmt: skip
+    p.add_argument(
+        "--no-coalesce", action="store_true",
+        help="one upstream call per request, as many at once as requests",
+    )  # fmt: skip

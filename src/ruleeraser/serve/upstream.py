@@ -1,0 +1,102 @@
+"""The fair proxy's client of the deployed model (the *upstream*), and :class:`Refusal`, the
+answer other than 200 that a request gets.
+
+aiohttp's client is the one used: it spends far less CPU per request than httpx's, which
+matters because the proxy shares the cores with the model (``benchmarks/proxy_overhead.py
+--client`` compares them on the load side). A session belongs to one event loop; a new loop
+(a test client) gets a new one.
+
+Example
+-------
+>>> upstream = Upstream("http://127.0.0.1:9000/predict", timeout=2.0, max_connections=8)
+>>> upstream.too_slow()
+'upstream did not answer within 2 s'
+>>> Refusal(504, upstream.too_slow()).status
+504
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+import numpy as np
+
+from ruleeraser import wire
+from ruleeraser.blackbox import check_probabilities
+
+_JSON = {"content-type": "application/json"}
+log = logging.getLogger("ruleeraser.serve")
+
+
+class Refusal(Exception):
+    """An answer other than 200: the HTTP ``status`` and the ``detail`` the client reads."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(status, detail)
+        self.status, self.detail = status, detail
+
+
+class Upstream:
+    """POSTs instances to the model at ``url`` and reads its probabilities.
+
+    Parameters
+    ----------
+    url: the model's predict endpoint (instances protocol).
+    timeout: seconds a call may take unless told otherwise.
+    max_connections: connections open at once.
+    """
+
+    #: What :meth:`post` raises when the upstream cannot be reached.
+    failures = (aiohttp.ClientError, OSError)
+
+    def __init__(self, url: str, timeout: float, max_connections: int) -> None:
+        self.url, self.timeout, self.max_connections = url, timeout, max_connections
+        self.session: aiohttp.ClientSession | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None  # the session's
+
+    async def post(self, body: bytes, timeout: float) -> tuple[int, bytes]:
+        """POST ``body`` as JSON within ``timeout`` seconds; the status and the answer body."""
+        loop = asyncio.get_running_loop()
+        if self.session is None or self.session.closed or self.loop is not loop:
+            self.loop = loop
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_connections),
+                skip_auto_headers=("User-Agent",),
+            )
+        async with self.session.post(
+            self.url, data=body, headers=_JSON, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as answer:
+            return answer.status, await answer.read()
+
+    async def query(self, body: bytes, n: int, timeout: float | None = None) -> np.ndarray:
+        """The upstream's probabilities, ``(n, k)``, for a request ``body`` of ``n`` rows;
+        :class:`Refusal` 502 (unreachable, not probabilities) or 504 (too slow)."""
+        try:
+            status, content = await self.post(body, self.timeout if timeout is None else timeout)
+        except TimeoutError:
+            log.warning("upstream %s timed out", self.url)
+            raise Refusal(504, self.too_slow()) from None
+        except self.failures as exc:
+            log.warning("upstream %s failed: %r", self.url, exc)
+            raise Refusal(502, f"upstream unreachable ({type(exc).__name__}: {exc})") from None
+        if not 200 <= status < 300:
+            text = content[:200].decode(errors="replace")
+            raise Refusal(502, f"upstream answered HTTP {status}: {text!r}")
+        try:
+            predictions = wire.lookup(wire.read_answer(content), wire.PREDICTIONS)
+        except ValueError as exc:
+            raise Refusal(502, f"upstream {exc}") from None
+        try:
+            return check_probabilities(predictions, n)
+        except (ValueError, TypeError) as exc:
+            raise Refusal(502, f"upstream answer is not probabilities: {exc}") from None
+
+    def too_slow(self) -> str:
+        return f"upstream did not answer within {self.timeout:g} s"
+
+    async def aclose(self) -> None:
+        if self.session is not None and not self.session.closed:
+            await self.session.close()
+        self.session = None
