@@ -109,3 +109,29 @@ def test_bad_specs(tmp_path, model):
         load_model(tmp_path / "m.skops", budget=10)
     with pytest.raises(ValueError, match="probabilities"):
         load_model(tmp_path / "m.skops", output="logits")
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "says"),
+    [
+        ("m.skops", lambda p: p.write_bytes(pickle.dumps([1])), "holds a pickle, not a skops"),
+        ("m.onnx", lambda p: p.write_bytes(pickle.dumps([1])), "holds a pickle, not an ONNX"),
+        ("m.pkl", lambda p: p.write_bytes(b"PK\x03\x04zip"), "holds a zip archive, not a pickle"),
+        ("m.skops", lambda p: p.write_bytes(b""), "is empty, not a skops file"),
+        ("m.onnx", lambda p: p.mkdir(), "is a directory, not an ONNX model"),
+        ("m.skops", lambda p: p.write_text("plain text"), "is not a skops file"),
+        ("m.skops", lambda p: p.write_bytes(b"PK\x03\x04broken"), "not a readable skops file"),
+        ("m.onnx", lambda p: p.write_bytes(b"\x08\x07broken"), "not a readable ONNX model"),
+        ("m.pkl", lambda p: p.write_bytes(b"\x80\x04broken"), "not a readable pickle file"),
+        ("m.joblib", lambda p: p.write_bytes(b"x"), "not a readable joblib file"),
+        ("m.skops", lambda p: sio.dump({"a": 1}, p), "holds a dict, not a classifier"),
+        ("m.skops", lambda p: sio.dump(LogisticRegression(), p), "an unfitted LogisticRegression"),
+    ],
+)
+def test_files_of_the_wrong_kind_are_named(tmp_path, name, make, says):
+    from ruleeraser.model_files import ModelFileError
+
+    path = tmp_path / name
+    make(path)
+    with pytest.raises(ModelFileError, match=rf"^{path}.*{says}"):
+        load_model(path, allow_pickle=True)

@@ -485,3 +485,22 @@ def test_12_a_continuous_bias_is_called_continuous(setup):
         Eraser(model, max_epochs=2).fit(Xc, yc, bias=pd.Series(age, name="age"))
     binned = pd.cut(age, [0, 30, 50, 120], labels=False)
     Eraser(model, max_epochs=2).fit(Xc, yc, bias=pd.Series(binned, name="age"))  # binned: fine
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "says"),
+    [
+        ("rows.csv", lambda p: pd.DataFrame({"x": [1]}).to_parquet(p), "is a Parquet file"),
+        ("rows.csv", lambda p: p.write_text("x,y\n"), "has no rows, only its header"),
+        ("rows.parquet", lambda p: p.write_text("x,y\n1,2\n"), "is not a Parquet file"),
+        ("rows.parquet", lambda p: pd.DataFrame({"x": []}).to_parquet(p), "has no rows"),
+    ],
+)
+def test_12_table_files_that_are_not_what_they_say_are_named(tmp_path, name, make, says):
+    from ruleeraser.tables import TableFileError, iter_table, read_table
+
+    path = tmp_path / name
+    make(path)
+    for read in (lambda: read_table(path, ["x"]), lambda: list(iter_table(path, ["x"], 10))):
+        with pytest.raises(TableFileError, match=rf"^{path} {says}"):
+            read()
