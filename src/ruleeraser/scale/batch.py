@@ -59,6 +59,18 @@ def feature_columns(eraser: Any, given: Sequence[str] | None) -> list[str]:
     return list(saved)
 
 
+def numpy_backed(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with Arrow-backed or nullable numeric columns (as Ray Data and pandas 3
+    hand them over) as plain numpy columns of the same kind; call it once missing values
+    have been refused."""
+    convert = {
+        c: t.numpy_dtype
+        for c, t in frame.dtypes.items()
+        if not isinstance(t, np.dtype) and hasattr(t, "numpy_dtype")
+    }
+    return frame.astype(convert) if convert else frame
+
+
 def peak_memory_mb() -> float:
     """This process's peak resident memory so far, in MB."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -207,6 +219,7 @@ class FairScorer:
         X = batch[self.features]
         try:
             check_features(X, first_row)
+            X = numpy_backed(X)
             self._claim(X, job_budget)
             proba, fair = self.eraser.model_and_fair_proba(X)
         except ValueError as exc:

@@ -9,6 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from ruleeraser.http_model import QueryBudgetExceeded
+
+
+class JobBudgetExceeded(QueryBudgetExceeded):
+    """The job's row budget would be overrun; nothing was sent. Unlike its base class it
+    pickles, so that it reaches the driver intact from the worker that met it."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.needed, self.budget, self.sent)
+
 
 class BudgetKeeper:
     """Hands out a job's row budget; a claim that would overrun it is refused whole.
@@ -29,7 +39,7 @@ class BudgetKeeper:
     >>> keeper.take(50)
     Traceback (most recent call last):
     ...
-    ruleeraser.http_model.QueryBudgetExceeded: query budget exceeded: 50 row(s) need ...
+    ruleeraser.scale.budget.JobBudgetExceeded: query budget exceeded: 50 row(s) need ...
     """
 
     def __init__(self, rows: int) -> None:
@@ -39,12 +49,10 @@ class BudgetKeeper:
         self.taken = 0
 
     def take(self, rows: int) -> int:
-        """Claim ``rows``; returns the rows left. Raises ``QueryBudgetExceeded`` (claiming
-        nothing) when fewer than ``rows`` are left."""
-        from ruleeraser.http_model import QueryBudgetExceeded
-
+        """Claim ``rows``; returns the rows left. Raises :class:`JobBudgetExceeded`
+        (claiming nothing) when fewer than ``rows`` are left."""
         if self.taken + rows > self.rows:
-            raise QueryBudgetExceeded(rows, self.rows, self.taken)
+            raise JobBudgetExceeded(rows, self.rows, self.taken)
         self.taken += rows
         return self.rows - self.taken
 

@@ -56,8 +56,9 @@ def fair_predict_ray(
     keys: columns copied to the output to join it back (e.g. an id).
     features: the model's input columns, only for an eraser fitted on arrays.
     keep_original: also output ``model_proba_<class>``.
-    concurrency, batch_size, num_cpus: Ray Data's actor pool size, rows per batch, CPUs
-        per actor.
+    concurrency, batch_size, num_cpus: actors in the pool, rows per batch, CPUs per actor.
+        Leave the read some CPUs: on a cluster of C CPUs, ``concurrency * num_cpus`` of C
+        or more leaves the read tasks none, and the job waits forever.
     model_options: for ``load_model``; with a URL, ``budget`` is the whole job's row budget,
         handed out to the actors by one :class:`~ruleeraser.scale.budget.BudgetKeeper` actor.
 
@@ -68,6 +69,8 @@ def fair_predict_ray(
     Ray's: join on ``keys``).
     """
     ray = _ray()
+    from ray.data import ActorPoolStrategy
+
     options, budget = split_budget(model_options)
     spec = scorer_spec(
         eraser, model, keys=keys, features=features, keep_original=keep_original, **options
@@ -82,7 +85,7 @@ def fair_predict_ray(
         fn_constructor_kwargs=spec,
         batch_format="pandas",
         batch_size=batch_size,
-        concurrency=concurrency,
+        compute=ActorPoolStrategy(size=concurrency),
         num_cpus=num_cpus,
         zero_copy_batch=True,
     )
