@@ -14,6 +14,7 @@ import shutil
 import signal
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -398,6 +399,26 @@ def test_6_a_save_killed_at_any_point_leaves_the_old_or_the_new_eraser(two_erase
     # 2 points per write (pending weights, JSON), 1 per rename, the end: 7 points, then done.
     assert len(outcomes) == 8
     assert outcomes == ["old"] * 5 + ["new"] * 3
+
+
+def test_6_a_load_racing_the_last_rename_reads_the_new_eraser(two_erasers, tmp_path, monkeypatch):
+    """A load that finds the pending weights but sees them renamed before it reads them."""
+    _, old, new, *_ = two_erasers
+    old.save(tmp_path)
+    with monkeypatch.context() as patched:
+        _failing_at(4, patched)  # stop before the weights' rename: the JSON is committed
+        with pytest.raises(_Stop):
+            new.save(tmp_path)
+    (pending,) = tmp_path.glob("patches.*.safetensors")
+    read_bytes = Path.read_bytes
+
+    def renamed_first(self):
+        if self == pending and self.exists():
+            os.replace(pending, tmp_path / "patches.safetensors")  # the save finishes now
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", renamed_first)
+    assert _which(tmp_path, two_erasers) == "new"
 
 
 # -- 9. missing and mixed labels are refused by name and row ---------------------------------

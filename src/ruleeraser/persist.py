@@ -225,11 +225,15 @@ def read_eraser(path: str | Path) -> tuple[dict[str, Any], dict[str, torch.Tenso
         isinstance(digest, str) and len(digest) == 64 and set(digest) <= set("0123456789abcdef")
     ):
         _fail(where, "weights_sha256", "the SHA-256 of the weights (64 hex digits)", digest)
-    if digest is not None and _pending(path, digest).is_file():
-        weights_file = _pending(path, digest)  # a write stopped after its commit point
-    if not weights_file.is_file():
-        raise FileNotFoundError(f"{path} does not hold the eraser's weights ({WEIGHTS})")
-    data = weights_file.read_bytes()
+    data = None
+    if digest is not None:  # a write stopped (or still running) after its commit point
+        with contextlib.suppress(FileNotFoundError):  # renamed since: WEIGHTS holds them
+            data = _pending(path, digest).read_bytes()
+            weights_file = _pending(path, digest)
+    if data is None:
+        if not weights_file.is_file():
+            raise FileNotFoundError(f"{path} does not hold the eraser's weights ({WEIGHTS})")
+        data = weights_file.read_bytes()
     if digest is not None and hashlib.sha256(data).hexdigest() != digest:
         raise EraserFileError(
             f"{weights_file}: the weights do not match the hash in {CONFIG} (the file is "
