@@ -34,7 +34,7 @@ import torch
 from ruleeraser.distill import EmptyCellWarning, cell_means, distill, fill_empty_cells, log_proba
 from ruleeraser.distill import softmax as row_softmax
 from ruleeraser.experiments.deployed import predict_proba, train_deployed
-from ruleeraser.experiments.table1 import IMAGE_COPIES, IMAGE_TRAINING, load_splits
+from ruleeraser.experiments.setup import IMAGE_COPIES, IMAGE_TRAINING, load_splits
 from ruleeraser.metrics import group_accuracy
 from ruleeraser.remove import remove_log
 
@@ -59,7 +59,7 @@ def group_rules(mu: np.ndarray, counts: np.ndarray, fill: str) -> np.ndarray:
 
 
 def run_seed(seed: int, alignment: float, epochs: int, copies: int) -> dict[str, dict[str, float]]:
-    splits = load_splits("coloured-mnist", seed, alignment, copies)
+    splits = load_splits("coloured-mnist", seed, alignment=alignment, copies=copies)
     train, calib, test = splits.train, splits.calibration, splits.test
     options = IMAGE_TRAINING | {"epochs": epochs}
     model = train_deployed("vanilla", train.X, train.y, train.bias, seed=seed, **options)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ruleeraser.experiments import table1, table3
+from ruleeraser.experiments import setup, table1, table3
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,8 @@ def test_table1_face_task_is_debiased_with_a_sigmoid_twin(face_rows):
 def test_table1_image_task_runs_end_to_end(monkeypatch):
     from ruleeraser.experiments.coloured_mnist import coloured_mnist
 
-    monkeypatch.setitem(table1.IMAGE_TRAINING, "epochs", 2)
-    monkeypatch.setitem(table1.IMAGE_PATCH, "max_epochs", 3)
+    monkeypatch.setitem(setup.IMAGE_TRAINING, "epochs", 2)
+    monkeypatch.setitem(setup.IMAGE_PATCH, "max_epochs", 3)
     splits = coloured_mnist(alignment=0.9, seed=0, n_per_class=40).splits
     summary = table1.run_one("coloured-mnist", "vanilla", 0, splits)
     assert set(summary) == {"none", "eraser", "oracle"}
@@ -46,8 +46,8 @@ def test_table1_image_task_runs_end_to_end(monkeypatch):
 
 
 def test_table3_measures_each_patch_and_both(monkeypatch):
-    monkeypatch.setitem(table1.IMAGE_TRAINING, "epochs", 3)
-    monkeypatch.setitem(table1.IMAGE_PATCH, "max_epochs", 5)
+    monkeypatch.setitem(setup.IMAGE_TRAINING, "epochs", 3)
+    monkeypatch.setitem(setup.IMAGE_PATCH, "max_epochs", 5)
     summary = table3.run_one(0, alignment=0.95, n_per_class=40, copies=2)
     assert list(summary) == list(table3.METHODS)
     for row in summary.values():

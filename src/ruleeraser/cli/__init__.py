@@ -20,11 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     ('fit', ['sex'], False)
     """
     from ruleeraser import __version__
-    from ruleeraser.experiments.frontier import add_frontier_parser
-    from ruleeraser.experiments.table1 import add_table1_parser
-    from ruleeraser.experiments.table2 import add_table2_parser
-    from ruleeraser.experiments.table3 import add_table3_parser
-    from ruleeraser.experiments.table4 import add_table4_parser
+    from ruleeraser.experiments.runners import add_reproduce_parsers
     from ruleeraser.serve import add_serve_parser
 
     parser = argparse.ArgumentParser(
@@ -35,11 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     reproduce = commands.add_parser("reproduce", help="reproduce an experiment of the paper")
     experiments = reproduce.add_subparsers(dest="experiment", required=True)
-    add_table2_parser(experiments)
-    add_table1_parser(experiments)
-    add_table3_parser(experiments)
-    add_table4_parser(experiments)
-    add_frontier_parser(experiments)
+    add_reproduce_parsers(experiments)
     for command in (fit, predict, evaluate):
         command.add_parser(commands)
     add_serve_parser(commands)

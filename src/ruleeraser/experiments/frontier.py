@@ -1,7 +1,7 @@
 """Accuracy-fairness frontier: the Eraser's strengths against the post-training baselines.
 
 For each seed (vanilla deployed model, calibration and test splits as in
-:mod:`ruleeraser.experiments.table4`): the Eraser's curve over erasing strengths
+:mod:`ruleeraser.experiments.setup`, as in Table IV): the Eraser's curve over erasing strengths
 (:func:`ruleeraser.strength.strength_curve` on the test split; strength 0 is the deployed
 model, 1 the paper's Eraser), each baseline's single point and the deployed model's. The
 plot shows average group accuracy against model bias (EqualOdds, Eq. 20), means over seeds;
@@ -21,16 +21,22 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ruleeraser.experiments.table4 import (
-    DATASETS,
-    METRICS,
-    NAMES,
-    add_common_options,
-    fit_methods,
-    load_task,
-)
+from ruleeraser.experiments.results import METRICS, add_common_options, add_threads_option
+from ruleeraser.experiments.setup import FACES, NAMES, TABLES, fit_methods, load_task
+from ruleeraser.experiments.splits import split_dataset
 from ruleeraser.metrics import group_accuracy
 from ruleeraser.strength import DEFAULT_STRENGTHS, strength_curve
+
+DATASETS = (*TABLES, *FACES)
+HELP = (
+    "average group accuracy against model bias: Eraser strengths and baselines "
+    "(3 to 5 minutes a task on 2 cores)"
+)
+DESCRIPTION = (
+    "On one task, plot the Eraser's average group accuracy against model bias over erasing "
+    "strengths beside the deployed model and every post-training baseline (mean over seeds); "
+    "writes frontier.json (every per-seed point) and frontier.png."
+)
 
 
 def run_frontier(
@@ -42,11 +48,19 @@ def run_frontier(
 ) -> dict:
     """Per-seed points of every method and their means (``plotted``), JSON-ready.
 
-    A point: ``method``, ``strength`` (the Eraser's; 0 for the deployed model ``none``;
-    None for a baseline), ``seed``, ``avg_acc``, ``worst_acc``, ``model_bias``.
-    """
-    from ruleeraser.experiments.datasets import split_dataset
+    Parameters
+    ----------
+    dataset: a tabular task of :data:`DATASETS`.
+    seeds: the seeds; each splits the task anew.
+    strengths: the Eraser's erasing strengths.
+    progress: show a progress bar.
 
+    Returns
+    -------
+    ``dataset``, ``deployed``, ``seeds``, ``strengths``, ``points`` and ``plotted``. A point:
+    ``method``, ``strength`` (the Eraser's; 0 for the deployed model ``none``; None for a
+    baseline), ``seed``, ``avg_acc``, ``worst_acc``, ``model_bias``.
+    """
     data = load_task(dataset)
     points = []
     for seed in tqdm(seeds, desc=f"frontier {dataset}", disable=not progress):
@@ -91,7 +105,8 @@ def mean_points(points: list[dict]) -> list[dict]:
 
 
 def plot(result: dict, path: str | Path) -> Path:
-    """Average group accuracy against model bias, from ``result["plotted"]``."""
+    """Average group accuracy against model bias, from ``result["plotted"]``; returns
+    ``path``, the PNG written."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,7 +155,8 @@ def write(result: dict, out: str | Path) -> tuple[Path, Path]:
     return out / "frontier.json", plot(result, out / "frontier.png")
 
 
-def _run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """``ruleeraser reproduce frontier``."""
     torch.set_num_threads(args.threads)
     seeds = list(range(args.seed0, args.seed0 + args.seeds))
     start = time.perf_counter()
@@ -151,18 +167,10 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_frontier_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``frontier`` under ``ruleeraser reproduce``."""
-    parser = subparsers.add_parser(
-        "frontier",
-        help="average group accuracy against model bias: Eraser strengths and baselines",
-        description=(
-            "On one task, plot the Eraser's average group accuracy against model bias over "
-            "erasing strengths beside the deployed model and every post-training baseline "
-            "(mean over seeds); writes frontier.json (every per-seed point) and frontier.png."
-        ),
-    )
-    add_common_options(parser, "folder for frontier.json and frontier.png")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``reproduce frontier``."""
+    add_common_options(parser, "frontier")
+    add_threads_option(parser)
     parser.add_argument(
         "--dataset", default="compas", choices=list(DATASETS), help="task (default compas)"
     )
@@ -170,5 +178,3 @@ def add_frontier_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
         "--strengths", nargs="+", type=float, default=list(DEFAULT_STRENGTHS),
         help="erasing strengths of the Eraser's curve (default 0 to 2 by 0.1)",
     )  # fmt: skip
-    parser.set_defaults(run=_run)
-    return parser

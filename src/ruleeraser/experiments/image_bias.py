@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ruleeraser.experiments.datasets import Split, Splits
+from ruleeraser.experiments.splits import Split, Splits
 
 __all__ = [
     "BiasedImages",

