@@ -3,6 +3,7 @@ a saved eraser, the single-process eraser's answers, and a model served over HTT
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -94,6 +95,16 @@ class ModelServer(ThreadingHTTPServer):
         self.url = f"http://127.0.0.1:{self.server_address[1]}/predict"
         self.thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05})
         self.thread.start()
+
+    def settle(self, quiet=1.0, limit=60.0):
+        """Wait until no request has come for ``quiet`` seconds (work still in flight after
+        a job failed)."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            seen = self.requests
+            time.sleep(quiet)
+            if self.requests == seen:
+                return
 
     def stop(self):
         self.gate.set()
