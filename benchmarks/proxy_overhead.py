@@ -1,23 +1,27 @@
 """Proxy overhead on loopback: the fair proxy against calling its upstream directly.
 
     python benchmarks/proxy_overhead.py [--requests N] [--rounds R] [--concurrency 16]
-                                        [--rows-per-request K] [--seed S]
+                                        [--rows-per-request K] [--features N [N ...]]
+                                        [--upstream-server example|threaded] [--seed S]
                                         [--client aiohttp|httpx]
                                         [--upstream-latency-ms MS] [--no-coalesce]
                                         [--max-inflight N] [--min-inflight N]
                                         [--max-batch-rows N]
 
 Three processes: this one (the load client: aiohttp, one connection per concurrent worker;
-``--client httpx`` for one httpx client per worker, 3-4x the client's CPU), the example
-upstream (a scikit-learn logistic regression behind uvicorn) and the fair proxy
-(``ruleeraser.serve.create_app`` behind uvicorn, aiohttp to the upstream), both servers with
-one worker and the proxy's uvicorn settings (``ruleeraser.serve.uvicorn_options``, no access
-log), on 127.0.0.1 ephemeral ports (sockets of protocol IPPROTO_TCP, so that connections get
-TCP_NODELAY). Separate processes, not threads: each gets its own
-interpreter lock, as in deployment, and the OS shares the cores among them. On a 2-core
-machine the three compete for CPU, so the CPU time each spends per request is printed too, and
-the cores each kept busy: a process near 1.00 is the bottleneck, whether a server or the client
-(httpx's client kept a core busy in the direct runs, which then measured the client).
+``--client httpx`` for one httpx client per worker, 3-4x the client's CPU), the upstream and
+the fair proxy (``ruleeraser.serve.create_app`` behind uvicorn, aiohttp to the upstream). The
+upstream serves the demo model of ``examples/example_upstream.py`` (a scikit-learn logistic
+regression that learned a bias; ``--features N``: rows of N columns, COMPAS-shaped above 4,
+most of them the one-hot levels of a categorical column, all standardised) either behind
+uvicorn with the proxy's settings (``--upstream-server example``, the default: FastAPI and
+pydantic) or behind the standard library's ``http.server.ThreadingHTTPServer`` (``threaded``:
+``json.loads``, ``predict_proba``, ``json.dumps``). Both servers run one process each, on
+127.0.0.1 ephemeral ports (sockets of protocol IPPROTO_TCP, so that connections get
+TCP_NODELAY). Separate processes, not threads: each gets its own interpreter lock, as in
+deployment, and the OS shares the cores among them. On a 2-core machine the three compete for
+CPU, so the CPU time each spends per request is printed too, and the cores each kept busy: a
+process near 1.00 is the bottleneck, whether a server or the client.
 
 The proxy coalesces concurrent requests into shared upstream calls unless ``--no-coalesce``;
 the upstream calls it made per client request (from its ``/healthz`` counts) are printed for
@@ -26,9 +30,12 @@ round's end.
 
 Each round sends the same N requests (the same bodies) at the same concurrency straight to
 the upstream and through the proxy, alternating which goes first; latencies are pooled over
-rounds, requests per second are given per round (median and range). The acceptance bars of
-issue #4: the proxy adds at most 2 ms at p50 and keeps at least 80% of the direct requests
-per second.
+rounds, requests per second are given per round (median and range). With several
+``--features`` widths, each width gets its own upstream, proxy and eraser in turn, and a last
+table gives per width the p50/p99 and requests per second direct and through the proxy and
+the proxy's CPU per request (and its ratio to the first width's). The bars: the proxy adds
+at most 2 ms at p50 and keeps at least 80% of the direct requests per second; at 2000
+features at least 70%; its CPU per request at 404 features is at most 1.5x that at 13.
 """
 
 import argparse
@@ -52,6 +59,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 BAR_P50_MS, BAR_RPS_RATIO = 2.0, 0.80
+BAR_WIDE_RPS_RATIO, WIDE, BAR_CPU_GROWTH, CPU_WIDTHS = 0.70, 2000, 1.5, (13, 404)
 JSON = {"content-type": "application/json"}
 
 
@@ -66,16 +74,57 @@ def delayed(app: Any, seconds: float) -> Any:
     return wrapper
 
 
+def threaded_upstream(model: Any, sock: socket.socket, latency: float) -> None:
+    """Serve ``model`` over the instances protocol with the standard library's threaded HTTP
+    server (a thread per connection), on a listening socket, until killed."""
+    import json
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the load client and the proxy expect
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            rows = np.asarray(json.loads(body)["instances"], dtype=np.float64)
+            if latency:
+                time.sleep(latency)
+            answer = json.dumps({"predictions": model.predict_proba(rows).tolist()}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+
+    server = Server(sock.getsockname(), Handler, bind_and_activate=False)
+    server.socket.close()
+    server.socket = sock  # bound already, with IPPROTO_TCP
+    sock.listen(128)
+    server.serve_forever()
+
+
 def serve(role: str, args: argparse.Namespace) -> None:
     """Child process: serve the upstream or the proxy on an ephemeral port, printed first."""
     import uvicorn
 
     from ruleeraser.serve import uvicorn_options
 
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
+    sock.bind(("127.0.0.1", 0))
     if role == "upstream":
         from example_upstream import create_upstream_app, make_demo
 
-        app = create_upstream_app(make_demo(args.seed).model)
+        model = make_demo(args.seed, n_features=args.features[0]).model
+        if args.upstream_server == "threaded":
+            print(sock.getsockname()[1], flush=True)
+            threaded_upstream(model, sock, args.upstream_latency_ms / 1e3)
+            return
+        app = create_upstream_app(model)
         if args.upstream_latency_ms:
             app = delayed(app, args.upstream_latency_ms / 1e3)
     else:
@@ -89,8 +138,6 @@ def serve(role: str, args: argparse.Namespace) -> None:
             min_inflight=args.min_inflight,
             max_batch_rows=args.max_batch_rows,
         )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
-    sock.bind(("127.0.0.1", 0))
     print(sock.getsockname()[1], flush=True)
     # Both servers with the proxy's settings (no access log), so that the upstream is not
     # slower than the proxy for its uvicorn settings alone.
@@ -218,8 +265,9 @@ def ms(seconds: float) -> str:
 async def bench(
     args: argparse.Namespace, demo: Any, eraser: Any, pids: dict[str, int | None],
     urls: dict[str, str],
-) -> None:  # fmt: skip
-    """Check the proxy's answers, warm up, run the rounds and print the numbers."""
+) -> dict[str, Any]:  # fmt: skip
+    """Check the proxy's answers, warm up, run the rounds and print the numbers; the
+    summary: per target ``(p50 s, p99 s, median req/s)``, the proxy's CPU µs per request."""
     rng = np.random.default_rng(args.seed)
     rows = demo.X_test[rng.permutation(len(demo.X_test))]
     k = args.rows_per_request
@@ -234,10 +282,13 @@ async def bench(
             for target in ("direct", "proxy")
         }
         await wait_healthy(control, urls["health"])
-        check = rows[:200]
-        answer = await control.post(urls["proxy"], json={"instances": check.tolist()})
-        answer.raise_for_status()
-        diff = np.abs(np.array(answer.json()["predictions"]) - eraser.predict_proba(check)).max()
+        check, fair = rows[:200], []
+        for i in range(0, len(check), 10):  # bodies within the proxy's limit at any width
+            answer = await control.post(
+                urls["proxy"], json={"instances": check[i : i + 10].tolist()}
+            )
+            fair.append(answer.raise_for_status().json()["predictions"])
+        diff = np.abs(np.concatenate(fair) - eraser.predict_proba(check)).max()
         print(f"fair probabilities through the proxy vs Eraser.predict_proba on 200 rows: "
               f"max |difference| = {diff:.1e}")  # fmt: skip
         for target, post in posts.items():
@@ -327,9 +378,19 @@ async def bench(
         f"{ratios.min():.2f}-{ratios.max():.2f}] (bar >= {BAR_RPS_RATIO:.2f}: "
         f"{verdict[ratio >= BAR_RPS_RATIO]})"
     )
+    proxy_cpu = float(np.median([c["proxy"] for *_, c in results["proxy"]]))
+    return {
+        **{
+            target: (p50_, p99_, float(np.median(rps)))
+            for target, (p50_, p99_, rps) in summary.items()
+        },
+        "proxy_cpu": proxy_cpu,
+        "ratio": ratio,
+        "diff": diff,
+    }
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     from ruleeraser.serve import DEFAULT_MIN_INFLIGHT
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -337,10 +398,20 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=4, help="rounds, alternating the order")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--rows-per-request", type=int, default=1)
+    parser.add_argument(
+        "--features", type=int, nargs="+", default=[4], metavar="N",
+        help="row widths to measure, one after the other (default 4: the narrow demo); "
+        "above 4 a COMPAS-shaped demo, e.g. --features 13 404 2000",
+    )  # fmt: skip
+    parser.add_argument(
+        "--upstream-server", choices=["example", "threaded"], default="example",
+        help="the model behind uvicorn and FastAPI (example) or the standard library's "
+        "ThreadingHTTPServer (threaded)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--client", choices=["aiohttp", "httpx"], default="aiohttp",
-        help="the load client's HTTP library (aiohttp: a third to a quarter of httpx's CPU)",
+        help="the load client's HTTP library (aiohttp spends less CPU per request)",
     )  # fmt: skip
     parser.add_argument("--warmup", type=int, default=500, help="requests per target first")
     parser.add_argument("--phase-seconds", type=float, default=60.0, help="cap per load phase")
@@ -370,40 +441,36 @@ def main() -> int:
     parser.add_argument("--eraser", help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        serve(args.serve, args)
-        return 0
     if min(args.requests, args.rounds, args.concurrency, args.rows_per_request) < 1:
         parser.error("--requests, --rounds, --concurrency and --rows-per-request must be >= 1")
+    if min(args.features) < 4:
+        parser.error("--features must be at least 4 (the narrow demo's columns)")
+    return args
 
+
+def measure_width(args: argparse.Namespace, width: int) -> dict[str, Any]:
+    """Fit an eraser for the demo of ``width`` columns, start its upstream and proxy, and
+    run the rounds; the summary of :func:`bench`."""
     from example_upstream import make_demo
 
     from ruleeraser.eraser import Eraser
 
-    demo = make_demo(args.seed)
+    demo = make_demo(args.seed, n_features=width)
     eraser = Eraser(demo.model, random_state=args.seed)
     eraser.fit(demo.X_calib, demo.y_calib, bias=demo.bias_calib)
-    mode = "without coalescing" if args.no_coalesce else "coalescing"
-    if not args.no_coalesce and (args.max_inflight or args.min_inflight or args.max_batch_rows):
-        mode += (
-            f" (max inflight {args.max_inflight}, min inflight {args.min_inflight}, "
-            f"max batch rows {args.max_batch_rows})"
-        )
-    print(
-        f"seed {args.seed}; {args.rounds} rounds x {args.requests} requests per target, "
-        f"concurrency {args.concurrency}, {args.rows_per_request} row(s) per request, "
-        f"upstream latency {args.upstream_latency_ms:g} ms, proxy {mode}, "
-        f"{args.warmup} warm-up requests\n{os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}, uvicorn on {server_stack()}, load average before start "
-        f"{os.getloadavg()[0]:.2f}; three processes: client ({args.client}), upstream, proxy "
-        "(1 worker each)"
+    body = len(
+        httpx.Request(
+            "POST", "/", json={"instances": demo.X_test[: args.rows_per_request].tolist()}
+        ).read()
     )
+    print(f"\n=== {width} features ({body / 1e3:.1f} KB per request body) ===")
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as tmp:
         try:
             eraser.save(tmp)
             up, up_port = start(
-                "upstream", "--seed", str(args.seed),
+                "upstream", "--seed", str(args.seed), "--features", str(width),
+                "--upstream-server", args.upstream_server,
                 "--upstream-latency-ms", str(args.upstream_latency_ms),
             )  # fmt: skip
             procs.append(up)
@@ -421,7 +488,7 @@ def main() -> int:
                 "counts": f"http://127.0.0.1:{px_port}/healthz",
             }
             pids = {"client": None, "upstream": up.pid, "proxy": px.pid}
-            asyncio.run(bench(args, demo, eraser, pids, urls))
+            return asyncio.run(bench(args, demo, eraser, pids, urls))
         finally:
             for proc in procs:
                 proc.terminate()
@@ -430,6 +497,61 @@ def main() -> int:
                     proc.wait(10)
                 except subprocess.TimeoutExpired:
                     proc.kill()
+
+
+def print_widths(summaries: dict[int, dict[str, Any]]) -> None:
+    """The table per width, and the bars that apply to the widths measured."""
+    verdict = {True: "PASS", False: "FAIL"}
+    first = next(iter(summaries))
+    print(
+        f"\n{'width':>5} {'direct p50/p99 ms':>17} {'proxy p50/p99 ms':>16} {'direct req/s':>12} "
+        f"{'proxy req/s':>11} {'ratio':>5} {'proxy CPU µs/req':>16} {f'vs {first}':>7} "
+        f"{'max |fair - predict_proba|':>26}"
+    )  # fmt: skip
+    for width, s in summaries.items():
+        (d50, d99, drps), (p50, p99, prps) = s["direct"], s["proxy"]
+        print(
+            f"{width:>5} {ms(d50):>8}/{ms(d99):<8} {ms(p50):>7}/{ms(p99):<8} {drps:>12.0f} "
+            f"{prps:>11.0f} {s['ratio']:>5.2f} {s['proxy_cpu']:>16.0f} "
+            f"{s['proxy_cpu'] / summaries[first]['proxy_cpu']:>7.2f} {s['diff']:>26.1e}"
+        )
+    if WIDE in summaries:
+        ratio = summaries[WIDE]["ratio"]
+        print(
+            f"at {WIDE} features: req/s ratio {ratio:.2f} (bar >= {BAR_WIDE_RPS_RATIO:.2f}: "
+            f"{verdict[ratio >= BAR_WIDE_RPS_RATIO]})"
+        )
+    narrow, wide = CPU_WIDTHS
+    if narrow in summaries and wide in summaries:
+        growth = summaries[wide]["proxy_cpu"] / summaries[narrow]["proxy_cpu"]
+        print(
+            f"proxy CPU per request at {wide} features / at {narrow}: {growth:.2f} (bar <= "
+            f"{BAR_CPU_GROWTH:g}: {verdict[growth <= BAR_CPU_GROWTH]})"
+        )
+
+
+def main() -> int:
+    args = parse_args()
+    if args.serve:
+        serve(args.serve, args)
+        return 0
+    mode = "without coalescing" if args.no_coalesce else "coalescing"
+    if not args.no_coalesce and (args.max_inflight or args.min_inflight or args.max_batch_rows):
+        mode += (
+            f" (max inflight {args.max_inflight}, min inflight {args.min_inflight}, "
+            f"max batch rows {args.max_batch_rows})"
+        )
+    print(
+        f"seed {args.seed}; {args.rounds} rounds x {args.requests} requests per target, "
+        f"concurrency {args.concurrency}, {args.rows_per_request} row(s) per request, "
+        f"widths {args.features}, {args.upstream_server} upstream, upstream latency "
+        f"{args.upstream_latency_ms:g} ms, proxy {mode}, {args.warmup} warm-up requests\n"
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, uvicorn on "
+        f"{server_stack()}, load average before start {os.getloadavg()[0]:.2f}; three "
+        f"processes: client ({args.client}), upstream, proxy (1 worker each)"
+    )
+    summaries = {width: measure_width(args, width) for width in dict.fromkeys(args.features)}
+    print_widths(summaries)
     return 0
 
 

@@ -26,8 +26,11 @@ from hypothesis import HealthCheck, given, settings
 from ruleeraser import Eraser
 from ruleeraser import serve as serve_module
 from ruleeraser.serve import ENV, add_serve_parser, create_app, create_app_from_env
+from ruleeraser.serve.bodies import RequestReader
 from ruleeraser.serve.bound import FLOAT32_MAX, input_bound
 from ruleeraser.serve.limit import InflightLimit
+from ruleeraser.serve.schemas import api_models
+from ruleeraser.serve.upstream import Refusal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from example_upstream import create_upstream_app, make_demo  # noqa: E402
@@ -854,3 +857,44 @@ def test_wide_rows_answer_as_the_eraser(tmp_path):
     fair = np.concatenate([a.json()["predictions"] for a in answers])
     assert np.abs(fair - eraser.predict_proba(rows)).max() <= 1e-6
     assert np.abs(np.array(first.json()["predictions"]) - eraser.predict_proba(rows[:1])).max() == 0
+
+
+READER = RequestReader((2,), 3, 1e30, api_models(2, 3, 1e30).request)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"instances": [[1, 2.5]]}',
+        b'{"instances": [[-0, 1E5], [1e-7, -3.25e2]], "return_original": true}',
+        b' {"return_original": false, "instances": [ [0.1 , 0.2] ] } ',
+        b'{"instances": [[1e30, -1e30]]}',
+    ],
+)
+def test_the_fast_reader_reads_what_the_schema_reads(body):
+    fast, checked = READER._fast(body), READER._checked(body)
+    assert fast is not None
+    assert fast.X.dtype == np.float32 and np.array_equal(fast.X, checked.X)
+    assert fast.return_original == checked.return_original
+    assert json.loads(b"[" + fast.text + b"]") == json.loads(body)["instances"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b'{"instances": [[[1], [2]], [3, 4]]}', 422, "instances[0][0]: Input should be a valid"),
+        (b'{"instances": [[1, 2, 3], [4]]}', 422, "must hold 2 numbers"),
+        (b'{"instances": [[1, true]]}', 422, "instances[0][1]: Input should be a valid number"),
+        (b'{"instances": [[1, 2]], "instances": [[1, "2"]]}', 422, "valid number"),
+        (b'{"instances": [[1, 2e30]]}', 422, "less than or equal to 1e+30"),
+        (b'{"instances": [[1, 1e999]]}', 422, "finite number"),
+        (b'{"instances": [[1, 2]] ', 400, "not valid JSON"),
+        (b'{"instances": [[1, 2], [1, 2], [1, 2], [1, 2]]}', 413, "at most 3"),
+        (b'{"instances": [[1, 2]], "return_original": 1}', 422, "valid boolean"),
+    ],
+)
+def test_what_the_fast_reader_leaves_the_schema_names(body, status, message):
+    assert READER._fast(body) is None
+    with pytest.raises(Refusal) as refusal:
+        READER.read(body)
+    assert refusal.value.status == status and message in refusal.value.detail

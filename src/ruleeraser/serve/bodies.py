@@ -1,9 +1,11 @@
 """The bodies of ``POST /v1/predict``: the request read once into a float32 array, the answer
 written once from the arrays.
 
-A request ``{"instances": rows, "return_original": bool}`` is parsed by orjson, and numpy checks
-the rows' shape and range in one pass each; the rows' JSON text is kept as it came, so that
-the upstream gets the client's own numbers, never encoded again (:func:`ruleeraser.wire.rows_body`).
+A request ``{"instances": rows, "return_original": bool}`` is parsed by simdjson, whose numbers
+go straight into an array (no Python object per number), and numpy checks their range in one
+pass; the rows' JSON text is kept as it came, so that the upstream gets the client's own
+numbers, never encoded again (:func:`ruleeraser.wire.rows_body`). The answer is written by
+orjson from the arrays.
 A body this reader does not take whole goes to the API's pydantic model, which names what is
 wrong (``instances[0][1]: Input should be a finite number``); whatever that model accepts is
 read from its values instead.
@@ -28,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+import simdjson
 from pydantic import BaseModel, ValidationError
 
 from ruleeraser import wire
@@ -35,7 +38,7 @@ from ruleeraser.serve.upstream import Refusal
 
 #: The bytes of an array of arrays of JSON numbers (and whitespace).
 _NUMERIC = b"0123456789.eE+-,[] \t\n\r"
-_KEYS = {"instances", "return_original"}
+_KEYS = frozenset(("instances", "return_original"))
 
 
 @dataclass(frozen=True)
@@ -60,35 +63,40 @@ class RequestReader:
     ) -> None:
         self.input_shape, self.width = input_shape, int(np.prod(input_shape))
         self.max_rows, self.bound, self.model = max_rows, bound, model
+        self._parser = simdjson.Parser()
 
     def read(self, body: bytes) -> Rows:
         """The request's rows; :class:`Refusal` 400, 413 or 422 saying what is wrong."""
         return self._fast(body) or self._checked(body)
 
     def _fast(self, body: bytes) -> Rows | None:
-        """The rows of a valid request, without a Python object per number beyond the parse;
-        None for anything else (the model then says what)."""
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return None
-        if type(parsed) is not dict or not parsed.keys() <= _KEYS:
-            return None
-        instances, original = parsed.get("instances"), parsed.get("return_original", False)
-        if type(instances) is not list or type(original) is not bool:
-            return None
-        if not 0 < len(instances) <= self.max_rows:
-            return None
+        """The rows of a valid request, parsed straight into an array (no Python object per
+        number); None for anything else (the model then says what)."""
         text = body[body.find(b"[") + 1 : body.rfind(b"]")]  # the keys hold no bracket
         if text.translate(None, _NUMERIC):  # a string, a boolean, null or an object
             return None
         try:
-            X = np.array(instances, dtype=np.float64)
-        except (TypeError, ValueError):  # rows of different lengths
+            doc = self._parser.parse(body)
+            if type(doc) is not simdjson.Object or not _KEYS.issuperset(doc.keys()):
+                return None
+            instances, original = doc.get("instances"), doc.get("return_original", False)
+            if type(instances) is not simdjson.Array or type(original) is not bool:
+                return None
+            n = len(instances)
+            if not 0 < n <= self.max_rows or text.count(b"[") != n:  # none, many, nested
+                return None
+            if any(len(row) != self.width for row in instances):
+                return None
+            flat = np.frombuffer(instances.as_buffer(of_type="d"), dtype=np.float64)
+            alone = len(doc) == 1
+        except (ValueError, TypeError, RuntimeError):  # not JSON, a number out of range
             return None
-        if X.shape != (len(instances), self.width) or not (np.abs(X) <= self.bound).all():
+        finally:
+            doc = instances = None  # the parser is reused: no reference may outlive the call
+        if not (np.abs(flat) <= self.bound).all():
             return None
-        return Rows(X.astype(np.float32), text, original, body if len(parsed) == 1 else None)
+        X = flat.astype(np.float32).reshape(n, self.width)
+        return Rows(X, text, original, body if alone else None)
 
     def _checked(self, body: bytes) -> Rows:
         try:
