@@ -16,6 +16,7 @@ import glob
 import hashlib
 import json
 import os
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,13 +129,13 @@ def write_partition(
 
     The rows go to a hidden temporary file in the same directory, synced and renamed to the
     final name when all are written; on any failure the temporary file is removed. Returns
-    what was done: the partition's name, rows written, rows sent to a URL model, and the
-    process's id and peak memory (MB).
+    what was done: the partition's name, rows written, rows sent to a URL model, the
+    process's id and peak memory (MB), and when the work started and ended (Unix time).
     """
     final = Path(out) / partition.name
     final.parent.mkdir(parents=True, exist_ok=True)
     temporary = final.with_name(f".{final.name}.{uuid.uuid4().hex}.tmp")
-    sent = scorer.rows_sent
+    sent, started = scorer.rows_sent, time.time()
     try:
         with temporary.open("wb") as file:
             written = _write_rows(scorer, partition, file, batch_rows, job_budget)
@@ -150,6 +151,8 @@ def write_partition(
         "rows_sent": scorer.rows_sent - sent,
         "pid": os.getpid(),
         "peak_mb": peak_memory_mb(),
+        "started": started,
+        "ended": time.time(),
     }
 
 

@@ -44,7 +44,9 @@ class JobResult:
     skipped: partitions already complete in the output (from an earlier run).
     written: partitions written by this run; rows: their rows.
     rows_sent: rows sent to a URL model by this run.
-    seconds: wall time of this run's scoring (from the first worker's start).
+    seconds: wall time of this run, cluster start and model loading included.
+    scoring_seconds: from the first partition started to the last written (Unix clocks of
+        the workers; across machines as good as their clocks agree).
     peak_mb: each process's peak resident memory in MB, by process id (``"driver"`` for
         this one).
     """
@@ -56,6 +58,12 @@ class JobResult:
     rows_sent: int = 0
     seconds: float = 0.0
     peak_mb: dict[str, float] = field(default_factory=dict)
+    first_start: float = float("inf")
+    last_end: float = float("-inf")
+
+    @property
+    def scoring_seconds(self) -> float:
+        return max(0.0, self.last_end - self.first_start)
 
     def record(self, stats: dict[str, Any]) -> None:
         """Count one written partition (the stats :func:`write_partition` returns)."""
@@ -64,6 +72,8 @@ class JobResult:
         self.rows_sent += stats["rows_sent"]
         pid = str(stats["pid"])
         self.peak_mb[pid] = max(self.peak_mb.get(pid, 0.0), stats["peak_mb"])
+        self.first_start = min(self.first_start, stats["started"])
+        self.last_end = max(self.last_end, stats["ended"])
 
 
 def predict_dataset(
