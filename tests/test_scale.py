@@ -13,11 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scale_data import PROBA, ModelServer, check_output, make_setup
+import torch
+from scale_data import FEATURES, PROBA, ModelServer, check_output, make_setup
 
+from ruleeraser import Eraser
 from ruleeraser.cli import predict
 from ruleeraser.http_model import QueryBudgetExceeded
-from ruleeraser.model_files import load_skops
+from ruleeraser.model_files import load_model, load_skops
 from ruleeraser.scale import FairScorer, predict_dataset
 from ruleeraser.scale.dataset import MANIFEST, SUCCESS
 
@@ -63,6 +65,24 @@ def test_scorer_equals_the_eraser_on_100k_rows(setup):
     got = scorer(table.sample(frac=1.0, random_state=1))  # order-independent: by key
     assert list(got.columns) == ["id", *PROBA, "prediction", "model_proba_0", "model_proba_1"]
     check_output(got, table, fair)
+
+
+def test_a_torch_export_model_file(setup, tmp_path):
+    root, table, _ = setup
+    rows = table.head(3000)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(net, (torch.randn(8, 4),), dynamic_shapes=({0: batch},))
+    torch.export.save(program, tmp_path / "net.pt2")
+    model = load_model(tmp_path / "net.pt2", output="logits")
+    with torch.no_grad():
+        direct = torch.softmax(net(torch.tensor(rows[FEATURES].to_numpy(), dtype=torch.float32)), 1)
+    np.testing.assert_allclose(model(rows[FEATURES]), direct.numpy(), rtol=1e-5)
+    eraser = Eraser(model, max_epochs=5, random_state=0)
+    eraser.fit(rows[FEATURES], rows["y"], bias=rows["b"]).save(tmp_path / "eraser")
+    scorer = FairScorer(tmp_path / "eraser", tmp_path / "net.pt2", keys=["id"], output="logits")
+    check_output(scorer(rows), rows, eraser.predict_proba(rows[FEATURES]))
 
 
 def test_local_job_writes_every_partition_once(setup, tmp_path):

@@ -37,7 +37,7 @@ import numpy as np
 from ruleeraser.blackbox import BlackBox, Output
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
-SUFFIXES = (".onnx", ".skops", *PICKLE_SUFFIXES)
+SUFFIXES = (".onnx", ".skops", ".pt2", *PICKLE_SUFFIXES)
 #: Packages whose classes a skops file may instantiate.
 TRUSTED_PACKAGES = ("sklearn", "numpy")
 
@@ -45,6 +45,7 @@ TRUSTED_PACKAGES = ("sklearn", "numpy")
 KINDS = {
     ".onnx": "an ONNX model",
     ".skops": "a skops file",
+    ".pt2": "a torch.export program",
     **dict.fromkeys(PICKLE_SUFFIXES, "a pickle"),
 }
 
@@ -120,6 +121,8 @@ def load_model(
         return BlackBox(fn, output=output, classes=classes)
     if output_name is not None:
         raise ValueError("output_name applies to ONNX files and kserve-v2 URLs")
+    if suffix == ".pt2":
+        return BlackBox(TorchExportModel(path), output=output, classes=classes)
     model = load_skops(path) if suffix == ".skops" else _load_pickle(path)
     if not hasattr(model, "predict_proba"):
         raise ModelFileError(
@@ -170,7 +173,11 @@ def check_model_file(path: str | Path) -> None:
         raise ModelFileError(f"{path} is empty, not {kind}")
     found, suffix = _sniff(head), path.suffix.lower()
     # What the first bytes of a good file show: skops files are zip archives.
-    expected = {".skops": "a zip archive", **dict.fromkeys(PICKLE_SUFFIXES, "a pickle")}
+    expected = {
+        ".skops": "a zip archive",
+        ".pt2": "a zip archive",
+        **dict.fromkeys(PICKLE_SUFFIXES, "a pickle"),
+    }
     if found is not None and found != expected.get(suffix):
         raise ModelFileError(f"{path} holds {found}, not {kind}{_advice(found)}")
     if suffix == ".skops" and found is None:
@@ -195,6 +202,33 @@ def _advice(found: str) -> str:
             "file you trust, name it .pkl and allow pickle files)"
         )
     return ""
+
+
+class TorchExportModel:
+    """A torch model saved with ``torch.export.save`` (a ``.pt2`` file: the exported graph
+    and its weights), run without gradients on float32 inputs. Export it with a dynamic
+    batch dimension so that it takes batches of any size.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        import torch
+
+        self.path = Path(path)
+        try:
+            self.module = torch.export.load(str(self.path)).module()
+        except Exception as exc:  # torch raises many kinds for a file it cannot read
+            message = f"{self.path} is not a readable torch.export program: {exc}"
+            raise ModelFileError(message) from None
+
+    def __call__(self, X: Any) -> Any:
+        import torch
+
+        arr = X.to_numpy() if hasattr(X, "to_numpy") else X
+        with torch.no_grad():
+            return self.module(torch.as_tensor(np.asarray(arr, dtype=np.float32)))
+
+    def __repr__(self) -> str:
+        return f"TorchExportModel({str(self.path)!r})"
 
 
 class ONNXModel:

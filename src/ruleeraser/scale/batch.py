@@ -72,7 +72,16 @@ def numpy_backed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def peak_memory_mb() -> float:
-    """This process's peak resident memory so far, in MB."""
+    """This process's peak resident memory so far, in MB: Linux's ``VmHWM``, which starts
+    afresh at ``exec`` (``ru_maxrss`` keeps the peak of the process that forked it), else
+    ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 
