@@ -158,3 +158,19 @@ def test_train_deployed_cnn_is_deterministic(images, tmp_path, recipe):
     np.testing.assert_array_equal(predict_proba(again, on_disk, batch_size=16), p)
     other = train_deployed(recipe, X, y, b, seed=4, **kwargs)
     assert not np.array_equal(predict_proba(other, X, batch_size=16), p)
+
+
+def test_small_vit_learns_the_bar_and_refuses_bad_shapes(images):
+    from ruleeraser.experiments.vit import SmallViT
+
+    (Xc, yc, bc), (Xt, yt, bt) = images
+    model = train_deployed(
+        "vanilla", Xt, yt, bt, seed=0, backbone="vit", width=32, epochs=3, batch_size=32
+    )
+    assert isinstance(model, SmallViT) and model.embed_dim == 32 and not model.training
+    accuracy = (predict_proba(model, Xc).argmax(1) == yc).mean()
+    assert accuracy > 0.8  # the bar's orientation, learnt where the colour says nothing
+    with pytest.raises(ValueError, match=r"image_size \(30, 30\) is not a multiple of patch=4"):
+        SmallViT(3, 2, image_size=(30, 30))
+    with pytest.raises(ValueError, match="width=30 is not a multiple of heads=4"):
+        SmallViT(3, 2, image_size=(16, 16), width=30)

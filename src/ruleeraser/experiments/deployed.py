@@ -2,8 +2,9 @@
 
 Each recipe trains a backbone with a representation h and a target head: a small tabular MLP
 (:class:`TabularNet`) or, for images ``(n, C, H, W)``, a net of :mod:`ruleeraser.nets`
-(``cnn``, ``resnet18``, ``resnet34``). Afterwards the model is a black box whose only output is
-the softmax of its target logits (:func:`predict_proba`).
+(``cnn``, ``resnet18``, ``resnet34``) or the small vision transformer of
+:mod:`ruleeraser.experiments.vit` (``vit``). Afterwards the model is a black box whose only
+output is the softmax of its target logits (:func:`predict_proba`).
 
 * ``vanilla``: cross-entropy on the target y.
 * ``advdebias``: adversarial removal of the bias b from the representation (Wang et al. 2019,
@@ -27,14 +28,15 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from ruleeraser.experiments.vit import SmallViT
 from ruleeraser.inputs import n_rows
 from ruleeraser.nets import IMAGE_NETS, image_channels, image_net
 from ruleeraser.training import split_batches
 
 RECIPES = ("vanilla", "advdebias", "condebias", "unfair")
 
-#: Backbones of the deployed models: the tabular MLP and the image nets.
-BACKBONES = ("mlp", *IMAGE_NETS)
+#: Backbones of the deployed models: the tabular MLP, the image nets and a small ViT.
+BACKBONES = ("mlp", *IMAGE_NETS, "vit")
 
 #: Default weight of the recipe's extra loss term (unused by ``vanilla``).
 DEFAULT_WEIGHTS = {"vanilla": 0.0, "advdebias": 1.0, "condebias": 3.0, "unfair": 1.0}
@@ -158,21 +160,21 @@ def train_deployed(
     """Train a deployed model with one of :data:`RECIPES`; return it in eval mode.
 
     ``backbone``: ``"mlp"`` (:class:`TabularNet` of ``hidden`` units and ``dropout``, for
-    ``(n, d)`` features) or an image net of :data:`ruleeraser.nets.IMAGE_NETS` of ``width``
-    channels (None: the net's default), for ``(n, C, H, W)`` images. Images are converted to a
-    tensor one mini-batch at a time, so ``X`` may be a numpy memmap larger than memory.
-    ``weight`` scales the recipe's extra term (``DEFAULT_WEIGHTS[recipe]`` when None): the
-    final gradient reversal strength (advdebias), the FSCL weight (condebias) or the bias-task
-    weight (unfair). ``balance_classes`` weights the target cross-entropy by inverse class
-    frequency (without it LSAC, 89% positive, gives near-constant models). Mini-batch Adam
-    for a fixed number of epochs; deterministic on CPU for a given ``seed``, without touching
-    the global torch RNG state. ``sigmoid``: a binary model with one output logit trained with
+    ``(n, d)`` features), or for ``(n, C, H, W)`` images a net of
+    :data:`ruleeraser.nets.IMAGE_NETS` of ``width`` channels (None: the net's default) or
+    ``"vit"`` (:class:`~ruleeraser.experiments.vit.SmallViT`, tokens of ``width``, default 64),
+    fed one mini-batch at a time (``X`` may be a numpy memmap larger than memory). ``weight``
+    scales the recipe's extra term (``DEFAULT_WEIGHTS[recipe]`` when None): the final gradient
+    reversal strength (advdebias), the FSCL weight (condebias) or the bias-task weight
+    (unfair). ``balance_classes`` weights the target cross-entropy by inverse class frequency
+    (without it LSAC, 89% positive, gives near-constant models). Mini-batch Adam for a fixed
+    number of epochs; deterministic on CPU for a given ``seed``, without touching the global
+    torch RNG state. ``sigmoid``: a binary model with one output logit trained with
     (class-balanced) binary cross-entropy, the twin of the two-logit softmax model (Fig. 10).
     """
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; expected one of {RECIPES}")
-    if backbone not in BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; expected one of {BACKBONES}")
+    for name, value, valid in (("recipe", recipe, RECIPES), ("backbone", backbone, BACKBONES)):
+        if value not in valid:
+            raise ValueError(f"unknown {name} {value!r}; expected one of {valid}")
     weight = DEFAULT_WEIGHTS[recipe] if weight is None else weight
     yt = torch.as_tensor(np.asarray(y), dtype=torch.long)
     bt = torch.as_tensor(np.asarray(bias), dtype=torch.long)
@@ -244,6 +246,8 @@ def _training_inputs(X: np.ndarray, backbone: str, width: int | None, dropout: f
 def _new_backbone(
     backbone: str, X: np.ndarray, n_classes: int, hidden: int, width: int | None, dropout: float
 ) -> nn.Module:
+    if backbone == "vit":
+        return SmallViT(X.shape[1], n_classes, image_size=X.shape[2:], width=width or 64)
     if backbone != "mlp":
         return image_net(backbone, X.shape[1], n_classes, width)
     xt = torch.as_tensor(X)

@@ -26,7 +26,19 @@ from __future__ import annotations
 import argparse
 from typing import Protocol
 
-from ruleeraser.experiments import frontier, table1, table2, table3, table4
+from ruleeraser.experiments import (
+    attention,
+    backbones,
+    calibration_size,
+    cross_source,
+    frontier,
+    severity,
+    table1,
+    table2,
+    table3,
+    table4,
+    tsne,
+)
 
 
 class Runner(Protocol):
@@ -47,6 +59,12 @@ RUNNERS: dict[str, Runner] = {
     "table3": table3,
     "table4": table4,
     "frontier": frontier,
+    "calibration-size": calibration_size,
+    "severity": severity,
+    "backbones": backbones,
+    "cross-source": cross_source,
+    "attention": attention,
+    "tsne": tsne,
 }
 
 
