@@ -87,9 +87,11 @@ def plot_groups(reports: dict[str, Any], path: Path) -> None:
 
     sizes = [len(group_rows(reports, name)) for name in reports]
     width = max(4.0, 0.9 * max(sizes) + 1.5)
-    fig = Figure(figsize=(width + 4.5, 3.4 * len(reports)), layout="tight")
+    n_bias = max(len(next(iter(rep.rates.values())).biases) for rep in reports.values())
+    rates_width = max(4.5, 1.6 * n_bias + 1.0)
+    fig = Figure(figsize=(width + rates_width, 3.6 * len(reports)), layout="tight")
     FigureCanvasAgg(fig)
-    grid = fig.add_gridspec(len(reports), 2, width_ratios=[width, 4.5])
+    grid = fig.add_gridspec(len(reports), 2, width_ratios=[width, rates_width])
     for k, name in enumerate(reports):
         _accuracy_panel(fig.add_subplot(grid[k, 0]), reports, name)
         _rates_panel(fig.add_subplot(grid[k, 1]), reports[name], name)
@@ -124,8 +126,12 @@ def _rates_panel(ax: Any, report: Any, name: str) -> None:
             label = f"decision {decision}" if i == 0 else None
             ax.bar(x, rates[:, c], bottom=bottom, width=0.9, color=f"C{c}", label=label)
     ticks = [j * step + i for j in range(len(first.biases)) for i in range(len(keys))]
-    names = [f"{key}\nb={b}" for b in first.biases for key in keys]
-    ax.set_xticks(ticks, names)
+    ax.set_xticks(ticks, [key for _ in first.biases for key in keys])
+    groups = ax.secondary_xaxis(0)  # the bias value under each group of bars
+    centres = np.arange(len(first.biases)) * step + (len(keys) - 1) / 2
+    names = [f"b={b}\nn={n}" for b, n in zip(first.biases, first.counts, strict=True)]
+    groups.set_xticks(centres, names)
+    groups.tick_params(length=0, pad=18)
     ax.set_ylim(0, 118)
     ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel("share of the group's rows (%)")

