@@ -10,6 +10,8 @@ raw model alone (no eraser) and with the eraser. Each run is a fresh process tha
 own local cluster. Printed per run: rows/s while scoring (first partition started to last
 written, so cluster start and model loading are left out), rows/s of the whole job, and the
 peak resident memory of each worker process and of the driver; then the issue's bars.
+Every run has one compute thread per worker (``OMP_NUM_THREADS=1``, as Ray and Dask give
+their workers), so that a worker is a core on every engine.
 
     python benchmarks/scale_predict.py [--rows 10000000] [--repeats 1] [--model-hidden 256 128]
 """
@@ -131,8 +133,14 @@ def run_one(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def measure(config: dict[str, Any]) -> dict[str, Any]:
+    # One compute thread per worker on every engine: Ray and Dask set OMP_NUM_THREADS=1 in
+    # their workers; the local engine's threads get the same.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, __file__, "--one", json.dumps(config)], capture_output=True, text=True
+        [sys.executable, __file__, "--one", json.dumps(config)],
+        capture_output=True,
+        text=True,
+        env=env,
     )
     if done.returncode:
         raise SystemExit(f"failed: {config}\n{done.stderr[-3000:]}")
