@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from ruleeraser.cli import calibration_curve
 from ruleeraser.cli.common import (
     add_model_options,
     add_stream_options,
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
                 b[column].append(chunk[column].to_numpy())
             before.append(eraser.classes_[proba.argmax(axis=1)])
             after.append(eraser.classes_[fair.argmax(axis=1)])
+        if args.calibration_curve:
+            calibration_curve.write_curve(args, eraser, features, biases[0], out_dir)
         summary = http_summary(model)
     y_all = np.concatenate(y)
     predictions = {"before": np.concatenate(before), "after": np.concatenate(after)}
@@ -128,6 +131,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "--out", metavar="DIR",
         help="folder for the report files (default: ERASER_DIR-report beside the eraser)",
     )  # fmt: skip
+    calibration_curve.add_options(evaluate)
     add_stream_options(evaluate)
     add_model_options(evaluate)
     evaluate.set_defaults(run=run)
