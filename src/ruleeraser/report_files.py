@@ -45,6 +45,29 @@ def report_json(header: dict[str, Any], reports: dict[str, Any]) -> dict[str, An
     }
 
 
+def prior_in_force(eraser: Any) -> dict[str, Any]:
+    """How a fitted eraser treats the class prior, for a report's header (or a service's
+    description): ``prior`` ("balanced" or "keep") and ``class_prior``, per bias column the
+    share of each class in the prior its patch holds (None for erasers saved without it).
+
+    Example
+    -------
+    >>> from types import SimpleNamespace
+    >>> eraser = SimpleNamespace(prior="keep", classes_=np.array([0, 1]), bias_names_=["race"],
+    ...                          class_prior_=np.array([[0.25, 0.75]]))
+    >>> prior_in_force(eraser)
+    {'prior': 'keep', 'class_prior': {'race': {'0': 0.25, '1': 0.75}}}
+    """
+    held = getattr(eraser, "class_prior_", None)
+    shares = None
+    if held is not None:
+        shares = {
+            name: {str(c): float(p) for c, p in zip(eraser.classes_.tolist(), row, strict=True)}
+            for name, row in zip(eraser.bias_names_, held, strict=True)
+        }
+    return {"prior": eraser.prior, "class_prior": shares}
+
+
 def prior_line(header: dict[str, Any]) -> str:
     """How the eraser treats the class prior, in words."""
     if header.get("prior") != "keep":

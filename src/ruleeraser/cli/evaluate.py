@@ -26,7 +26,12 @@ def run(args: argparse.Namespace) -> int:
     ``--out`` (report.md, report.json, groups.png). Returns 0."""
     from ruleeraser import Eraser
     from ruleeraser.metrics import report
-    from ruleeraser.report_files import plot_groups, report_json, report_markdown
+    from ruleeraser.report_files import (
+        plot_groups,
+        prior_in_force,
+        report_json,
+        report_markdown,
+    )
     from ruleeraser.tables import check_features, check_labels
 
     out_dir = Path(args.out) if args.out else default_report_dir(args.eraser)
@@ -84,19 +89,6 @@ def run(args: argparse.Namespace) -> int:
     plot_groups(reports, out_dir / "groups.png")
     print(f"wrote report.md, report.json and groups.png to {out_dir}{summary}")
     return 0
-
-
-def prior_in_force(eraser: Any) -> dict[str, Any]:
-    """``prior`` ("balanced" or "keep") and ``class_prior``: per bias column, the share of each
-    class in the prior its patch holds (None when the eraser has none recorded)."""
-    held = getattr(eraser, "class_prior_", None)
-    shares = None
-    if held is not None:
-        shares = {
-            name: {str(c): float(p) for c, p in zip(eraser.classes_.tolist(), row, strict=True)}
-            for name, row in zip(eraser.bias_names_, held, strict=True)
-        }
-    return {"prior": eraser.prior, "class_prior": shares}
 
 
 def default_report_dir(eraser_dir: str) -> Path:
