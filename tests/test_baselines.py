@@ -16,9 +16,12 @@ from ruleeraser.experiments.baselines import (
     fit_calequalodds,
     fit_dfr,
     fit_equalodds,
+    fit_error_parity,
     fit_faap,
+    fit_oxonfair,
+    fit_oxonfair_inferred,
 )
-from ruleeraser.experiments.baselines.common import selection_loss
+from ruleeraser.experiments.baselines.common import fairness_gap, selection_loss
 from ruleeraser.experiments.deployed import predict_proba, train_deployed
 from ruleeraser.metrics import group_accuracy
 
@@ -79,10 +82,18 @@ def predictions(predictor, X, b):
     return predictor.predict(X, bias=b if predictor.needs_test_bias else None)
 
 
+#: The methods that read each test row's bias label.
+TEST_BIAS = ("equalodds", "calequalodds", "oxonfair", "error-parity")
+
+
 def test_registry_names_what_each_method_requires():
-    assert list(BASELINES) == ["equalodds", "calequalodds", "faap", "repro", "care", "dfr"]
+    assert list(BASELINES) == [
+        "equalodds", "calequalodds", "faap", "repro", "care", "dfr",
+        "oxonfair-inferred", "oxonfair", "error-parity",
+    ]  # fmt: skip
     requires = {name: r for name, (_, r) in BASELINES.items()}
-    assert requires["equalodds"] == requires["calequalodds"] == "bias labels at test time"
+    assert {requires[name] for name in TEST_BIAS} == {"bias labels at test time"}
+    assert requires["oxonfair-inferred"] == "output probabilities only (groups inferred)"
     assert "gradients" in requires["faap"] and "gradients" in requires["repro"]
     assert "modifies weights" in requires["care"] and "modifies weights" in requires["dfr"]
 
@@ -93,15 +104,18 @@ def test_valid_predictions_and_deployed_model_untouched(toy, fitted, name):
     predictors, state, flags = fitted
     pred = predictions(predictors[name], Xt, bt)
     assert pred.shape == yt.shape and set(np.unique(pred)) <= {0, 1}
-    assert predictors[name].needs_test_bias == (name in ("equalodds", "calequalodds"))
+    assert predictors[name].needs_test_bias == (name in TEST_BIAS)
     for key, value in model.state_dict().items():
         assert torch.equal(value, state[key]), key
     assert [p.requires_grad for p in model.parameters()] == flags
 
 
-@pytest.mark.parametrize("name", ["equalodds", "faap", "dfr"])
+@pytest.mark.parametrize(
+    "name", ["equalodds", "faap", "dfr", "oxonfair-inferred", "oxonfair", "error-parity"]
+)
 def test_reliable_baselines_cut_the_bias(toy, fitted, name):
-    """On six seeds these cut the toy model's bias (40-48) to at most 5.1."""
+    """On six seeds these cut the toy model's bias (40-48) to at most 5.1 (the peers: to 4 to
+    6 at their default bound of 2 points)."""
     model, _, (Xt, yt, bt) = toy
     before = bias_of(deployed_predict(model, Xt), yt, bt)
     after = bias_of(predictions(fitted[0][name], Xt, bt), yt, bt)
@@ -143,7 +157,7 @@ def test_faap_perturbation_is_bounded(toy):
     assert (delta.abs() <= 0.3 * model.scale + 1e-5).all()
 
 
-@pytest.mark.parametrize("name", ["equalodds", "calequalodds"])
+@pytest.mark.parametrize("name", TEST_BIAS)
 def test_bias_label_methods_need_test_bias(toy, fitted, name):
     _, _, (Xt, _, bt) = toy
     with pytest.raises(ValueError, match="needs the bias label"):
@@ -158,7 +172,9 @@ def three_classes():
     return train_deployed("vanilla", X, y, b, seed=0, epochs=3), (X, y, b)
 
 
-@pytest.mark.parametrize("fit", [fit_equalodds, fit_calequalodds])
+@pytest.mark.parametrize(
+    "fit", [fit_equalodds, fit_calequalodds, fit_oxonfair_inferred, fit_oxonfair, fit_error_parity]
+)
 def test_score_postprocessors_refuse_multiclass(three_classes, fit):
     model, (X, y, b) = three_classes
     with pytest.raises(NotApplicableError, match="binary"):
@@ -218,3 +234,61 @@ def test_calibrated_equalodds_equalises_expected_cost(toy):
     trivial = 1.0  # FP and FN weights 1: a constant mu costs mu + (1 - mu)
     expected = (1 - post.mix_rate_) * post.cost_ + post.mix_rate_ * trivial
     np.testing.assert_allclose(expected, post.cost_.max())
+
+
+def balanced_accuracy(pred: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean([(pred[y == c] == c).mean() for c in np.unique(y)]))
+
+
+@pytest.mark.parametrize("name", ["oxonfair-inferred", "oxonfair"])
+def test_oxonfair_meets_its_bound_on_the_calibration_rows(toy, fitted, name):
+    """OxonFair picks, on the calibration rows, the best balanced accuracy whose equalized
+    odds (measured with the true groups) is within the bound: a looser bound never does worse
+    there, and the bound holds."""
+    _, (Xc, yc, bc), _ = toy
+    peer = fitted[0][name]
+    assert peer.tolerance == 0.02
+    before = predictions(peer, Xc, bc)
+    accuracy = []
+    for tolerance in (0.02, 0.05, 0.1, 1.0):
+        moved = peer.with_tolerance(tolerance)
+        pred = predictions(moved, Xc, bc)
+        assert moved.tolerance == tolerance
+        assert fairness_gap((pred == yc).astype(float), yc, bc) <= tolerance + 1e-9
+        accuracy.append(balanced_accuracy(pred, yc))
+    assert accuracy == sorted(accuracy) and accuracy[-1] > accuracy[0]
+    np.testing.assert_array_equal(predictions(peer, Xc, bc), before)  # the original unmoved
+
+
+def test_oxonfair_inferred_groups_come_from_the_calibration_rows(toy, fitted):
+    _, (Xc, yc, bc), _ = toy
+    groups = fitted[0]["oxonfair-inferred"].fair.inferred_groups
+    assert groups.n_features_in_ == Xc.shape[1] and list(groups.classes_) == [0, 1]
+    assert (groups.predict(Xc) == bc).mean() > 0.95  # the bias is column 0 of the toy rows
+
+
+def test_error_parity_solves_for_balanced_error_within_the_bound(toy, fitted):
+    """The costs are the class shares (so the cost is the balanced error); each tolerance's
+    solution keeps the groups' ROC points within it (error-parity's own measure)."""
+    _, (Xc, yc, bc), _ = toy
+    peer = fitted[0]["error-parity"]
+    assert peer.optimizer.false_pos_cost == pytest.approx(yc.mean())
+    assert peer.optimizer.false_neg_cost == pytest.approx(1 - yc.mean())
+    for tolerance in (0.0, 0.05, 0.2):
+        moved = peer.with_tolerance(tolerance)
+        assert moved.optimizer.equalized_odds_violation() <= tolerance + 1e-4
+        assert moved.optimizer is not peer.optimizer and peer.tolerance == 0.02
+
+
+def test_missing_peer_library_names_its_install_command(toy, monkeypatch):
+    import importlib.util
+
+    model, (Xc, yc, bc), _ = toy
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "error_parity" else find_spec(name, *a),
+    )
+    with pytest.raises(ModuleNotFoundError, match="pip install --no-deps error-parity"):
+        fit_error_parity(model, Xc, yc, bc, seed=0)

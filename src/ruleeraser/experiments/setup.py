@@ -61,6 +61,9 @@ NAMES = {
     "repro": "Repro",
     "care": "CARE",
     "dfr": "DFR",
+    "oxonfair-inferred": "OxonFair (inferred groups)",
+    "oxonfair": "OxonFair (true groups)",
+    "error-parity": "error-parity",
 }
 
 #: Faces drawn from CelebA's 202,599 by :func:`load_task` unless told otherwise.

@@ -16,18 +16,32 @@ works on its own copy.
 - ``repro``: Zhang et al. (2022), "Fairness reprogramming";
 - ``care``: Sun et al. (2022), "CARE: causality-based neural network repair";
 - ``dfr``: Kirichenko, Izmailov, Wilson (2023), "Last layer re-training is sufficient for
-  robustness to spurious correlations".
+  robustness to spurious correlations";
+- ``oxonfair-inferred``, ``oxonfair``: Delaney et al. (2024), "OxonFair: a flexible toolkit for
+  algorithmic fairness", with groups inferred from the calibration rows, or the true groups;
+- ``error-parity``: Cruz & Hardt (2024), "Unprocessing seven years of algorithmic fairness"
+  (relaxed equalized-odds thresholds).
 
-Equalodds and CalEqualodds post-process a binary classifier's score and raise
+Equalodds, CalEqualodds and the peers post-process a binary classifier's score and raise
 :class:`NotApplicableError` on a multi-class model (the paper's "-" in Table IV). The methods
 live in :mod:`~ruleeraser.experiments.baselines.thresholds` (score post-processing),
-:mod:`~ruleeraser.experiments.baselines.perturbation` (input perturbations) and
-:mod:`~ruleeraser.experiments.baselines.repair` (weight changes).
+:mod:`~ruleeraser.experiments.baselines.perturbation` (input perturbations),
+:mod:`~ruleeraser.experiments.baselines.repair` (weight changes) and
+:mod:`~ruleeraser.experiments.baselines.peers` (OxonFair and error-parity, from their own
+libraries).
 """
 
 from __future__ import annotations
 
 from ruleeraser.experiments.baselines.common import FitFn, NotApplicableError, Predictor
+from ruleeraser.experiments.baselines.peers import (
+    ErrorParityPredictor,
+    OxonFairPredictor,
+    TolerancePredictor,
+    fit_error_parity,
+    fit_oxonfair,
+    fit_oxonfair_inferred,
+)
 from ruleeraser.experiments.baselines.perturbation import PerturbedPredictor, fit_faap, fit_repro
 from ruleeraser.experiments.baselines.repair import (
     RepairedPredictor,
@@ -48,16 +62,22 @@ __all__ = [
     "CalEqualoddsPredictor",
     "CalibratedEqualodds",
     "EqualoddsPredictor",
+    "ErrorParityPredictor",
     "NotApplicableError",
+    "OxonFairPredictor",
     "PerturbedPredictor",
     "Predictor",
     "RepairedPredictor",
+    "TolerancePredictor",
     "balanced_subsample",
     "fit_calequalodds",
     "fit_care",
     "fit_dfr",
     "fit_equalodds",
+    "fit_error_parity",
     "fit_faap",
+    "fit_oxonfair",
+    "fit_oxonfair_inferred",
     "fit_repro",
 ]
 
@@ -69,4 +89,7 @@ BASELINES: dict[str, tuple[FitFn, str]] = {
     "repro": (fit_repro, "model weights + gradients"),
     "care": (fit_care, "modifies weights"),
     "dfr": (fit_dfr, "modifies weights (retrains the last layer)"),
+    "oxonfair-inferred": (fit_oxonfair_inferred, "output probabilities only (groups inferred)"),
+    "oxonfair": (fit_oxonfair, "bias labels at test time"),
+    "error-parity": (fit_error_parity, "bias labels at test time"),
 }
