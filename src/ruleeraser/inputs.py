@@ -41,7 +41,11 @@ def to_tensor(X: Any) -> torch.Tensor:
     if isinstance(X, torch.Tensor):
         return X if X.dtype == torch.float32 else X.float()
     if hasattr(X, "to_numpy"):
-        X = X.to_numpy()
+        dtypes = list(X.dtypes) if hasattr(X, "dtypes") else [X.dtype]
+        numeric = all(getattr(d, "kind", "O") in "biuf" for d in dtypes)
+        # pandas' nullable and Arrow-backed numbers (Ray Data, pandas 3) come out as object
+        # arrays unless a float type is asked for
+        X = X.to_numpy(dtype=np.float32, na_value=np.nan) if numeric else X.to_numpy()
     arr = np.asarray(X)
     if arr.dtype.kind not in "biuf":
         raise TypeError(
