@@ -30,6 +30,7 @@ BAD = {
     "eps": ("1e-6", 0.5),
     "strength": ("high", math.nan),
     "prior": (1, "uniform"),
+    "rule_scale": ([1.0], -0.5),
     "n_threads": (2.0, 0),
     "random_state": (1.5, -1),
     "progress": ("yes", None),
@@ -45,6 +46,8 @@ MORE_OUT_OF_RANGE = [
     ("classes", ["a", "a"]),
     ("hidden_sizes", []),
     ("random_state", 2**32),
+    ("rule_scale", "auto"),
+    ("rule_scale", math.inf),
 ]
 MORE_WRONG_TYPE = [("max_epochs", True), ("classes", "ab"), ("progress", 1), ("strength", None)]
 

@@ -28,6 +28,7 @@ from ruleeraser.inputs import (
 from ruleeraser.params import Interval, Options, Satisfies, positive_int_sequence, validate_params
 from ruleeraser.patch import PATCHES, RULES, PatchSpec, Rule, check_patch_spec, train_patch
 from ruleeraser.remove import remove_log
+from ruleeraser.rule_scale import fit_rule_scale, scale_rule
 from ruleeraser.training import FitReport
 
 #: ``batch_size`` before it was split into ``patch_batch_size`` and ``query_batch_size``.
@@ -84,6 +85,10 @@ class Eraser:
         prior with the bias, and so makes the model class-balanced; ``"keep"``: subtract only
         the bias-dependent part, ``log G_j - log class_prior_[j]``, so that the model keeps its
         own class prior (``docs/prior.md``).
+    rule_scale: the size of each patch's bias-dependent part, ``log G_j - log
+        class_prior_[j]``, from ``fit`` on (:mod:`ruleeraser.rule_scale`): a number (1: the
+        paper's patch) or ``"fit"``: chosen on the calibration rows, with their bias labels,
+        so that the bias groups' error rates match (EqualOdds) under this eraser's ``prior``.
     n_threads: torch intra-op threads while training the patches (the caller's setting is
         restored after); None: one thread for a patch whose training step is small (a tabular
         MLP), the caller's threads for a larger one (see :mod:`ruleeraser.training`).
@@ -108,6 +113,8 @@ class Eraser:
     class_prior_: per bias column, the class prior its patch holds, ``(n_biases, k)``: the
         normalised geometric mean of ``G_j`` over the calibration rows (used by
         ``prior="keep"``).
+    rule_scale_: per bias column, the scale of its patch's bias-dependent part, ``(n_biases,)``
+        (``rule_scale`` fitted, or as given).
 
     Example
     -------
@@ -146,6 +153,7 @@ class Eraser:
         "eps": [Interval(float, 0, 0.1, closed="right")],
         "strength": [Interval(float, 0, None)],
         "prior": [Options(PRIORS)],
+        "rule_scale": [Interval(float, 0, None), Options(("fit",))],
         "n_threads": [None, Interval(int, 1, None)],
         "random_state": [None, Interval(int, 0, 2**32 - 1)],
         "progress": [Options((True, False))],
@@ -171,6 +179,7 @@ class Eraser:
         eps: float = EPS,
         strength: float = 1.0,
         prior: Prior = "balanced",
+        rule_scale: float | Literal["fit"] = "fit",
         n_threads: int | None = None,
         random_state: int | None = None,
         progress: bool = False,
@@ -192,6 +201,7 @@ class Eraser:
         self.eps = eps
         self.strength = strength
         self.prior = prior
+        self.rule_scale = rule_scale
         self.n_threads = n_threads
         self.random_state = random_state
         self.progress = progress
@@ -311,9 +321,17 @@ class Eraser:
             name: [(self.classes_[i], level[b]) for i, b in d.empty_cells]
             for name, level, d in zip(names, values, distillations, strict=True)
         }
-        self.class_prior_ = np.stack(
-            [softmax(log_g.mean(axis=0)) for log_g in self._patch_log_proba(X_t)]
-        )
+        log_patches = self._patch_log_proba(X_t, scaled=False)
+        self.class_prior_ = np.stack([softmax(log_g.mean(axis=0)) for log_g in log_patches])
+        if self.rule_scale == "fit":
+            codes = [np.searchsorted(levels[name], columns[name]) for name in names]
+            fitted = fit_rule_scale(
+                log_out, log_patches, np.log(self.class_prior_), y_idx, codes,
+                keep_prior=self.prior == "keep",
+            )  # fmt: skip
+            self.rule_scale_ = fitted.scales
+        else:
+            self.rule_scale_ = np.full(len(names), float(self.rule_scale))
 
     def _resolve_classes(self, blackbox: Any, k: int) -> np.ndarray:
         classes = blackbox.classes if self.classes is None else np.asarray(self.classes)
@@ -392,11 +410,12 @@ class Eraser:
         return X_t
 
     @torch.no_grad()
-    def _patch_log_proba(self, X_t: torch.Tensor) -> list[np.ndarray]:
+    def _patch_log_proba(self, X_t: torch.Tensor, *, scaled: bool = True) -> list[np.ndarray]:
         chunk = 65536 if X_t.ndim == 2 else 512  # rows per forward pass; images weigh more
         chunks = X_t.split(chunk)
         outs = []
-        for name, module in zip(self.bias_names_, self.patches_, strict=True):
+        scales = getattr(self, "rule_scale_", None) if scaled else None
+        for j, (name, module) in enumerate(zip(self.bias_names_, self.patches_, strict=True)):
             logits = torch.cat([module(x) for x in chunks]) if len(chunks) > 1 else module(X_t)
             out = torch.log_softmax(logits.double(), dim=1).numpy()
             bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
@@ -406,6 +425,8 @@ class Eraser:
                     f"the first is row {bad[0]}: values not finite or far outside the "
                     "calibration data"
                 )
+            if scales is not None and scales[j] != 1.0:
+                out = scale_rule(out, np.log(self.class_prior_[j]), scales[j])
             outs.append(out)
         return outs
 

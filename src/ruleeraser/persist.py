@@ -41,7 +41,7 @@ CONFIG, WEIGHTS = "eraser.json", "patches.safetensors"
 SAVED_PARAMS = (
     "rule", "hidden_sizes", "max_epochs", "patience", "learning_rate", "weight_decay",
     "patch_batch_size", "query_batch_size", "holdout", "output", "eps", "strength", "prior",
-    "n_threads", "random_state",
+    "rule_scale", "n_threads", "random_state",
 )  # fmt: skip
 _FIT_FIELDS = {
     "epochs", "best_epoch", "heldout_loss", "train_loss", "heldout_accuracy", "n_train",
@@ -131,12 +131,14 @@ def fitted_state(
                 "empty_cells": [plain(c) for c in eraser.empty_cells_[name]],
                 "fit": report.to_dict(),
                 "class_prior": plain(prior),
+                "rule_scale": float(scale),
             }
-            for name, values, report, prior in zip(
+            for name, values, report, prior, scale in zip(
                 eraser.bias_names_,
                 eraser.bias_values_,
                 eraser.patch_fit_,
                 eraser.class_prior_,
+                eraser.rule_scale_,
                 strict=True,
             )
         ],
@@ -169,6 +171,8 @@ def restore_fitted(
     eraser.empty_cells_ = {b["name"]: [tuple(c) for c in b["empty_cells"]] for b in biases}
     if all("class_prior" in b for b in biases):  # older files: prior="balanced" only
         eraser.class_prior_ = np.array([b["class_prior"] for b in biases], dtype=np.float64)
+    # older files: the paper's patch
+    eraser.rule_scale_ = np.array([b.get("rule_scale", 1.0) for b in biases], dtype=np.float64)
     patches = []
     for j, values in enumerate(eraser.bias_values_):
         prefix = f"patch{j}."
@@ -265,6 +269,7 @@ def check_config(config: dict[str, Any], where: str = "") -> None:
         _fail(where, "params", "an object", params)
     if "batch_size" in params and "patch_batch_size" not in params:  # rule-eraser/1
         params["patch_batch_size"] = params.pop("batch_size")
+    params.setdefault("rule_scale", 1.0)  # written before it existed: the paper's patch
     unknown = sorted(set(params) - set(SAVED_PARAMS))
     if unknown:
         raise EraserFileError(f"{where}params holds unknown parameters {unknown}")
@@ -301,6 +306,29 @@ def check_config(config: dict[str, Any], where: str = "") -> None:
     if len({b["name"] for b in biases}) != len(biases):
         _fail(where, "biases", "bias columns of distinct names", [b["name"] for b in biases])
     _check_class_priors(biases, len(classes), params.get("prior"), where)
+    _check_rule_scales(biases, where)
+
+
+def _check_rule_scales(biases: list, where: str) -> None:
+    """Each bias's ``rule_scale`` (absent from files written before it existed: all or none)
+    is a non-negative number, and needs the ``class_prior`` it scales around."""
+    present = ["rule_scale" in b for b in biases]
+    if any(present) and not all(present):
+        j = present.index(False)
+        raise EraserFileError(f"{where}biases[{j}] has no 'rule_scale' (the others have one)")
+    for j, bias in enumerate(biases if any(present) else []):
+        value = bias["rule_scale"]
+        if not (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and 0 <= value < float("inf")
+        ):
+            _fail(where, f"biases[{j}].rule_scale", "a non-negative number", value)
+        if value != 1 and "class_prior" not in bias:
+            raise EraserFileError(
+                f"{where}biases[{j}].rule_scale is {value} but the bias holds no 'class_prior' "
+                "to scale around"
+            )
 
 
 def _check_class_priors(biases: list, k: int, prior: Any, where: str) -> None:
