@@ -56,7 +56,8 @@ class Eraser:
     ``fit(X, y, bias=b)`` queries ``model`` once per calibration row, distils the bias rule
     p(y|b) (Eq. 17) for each bias column, and trains one patch per column (Eq. 18).
     ``predict_proba(X)`` returns ``softmax(log M(x) - strength * sum_j log G_j(x))``
-    (Eq. 19/21); no bias label is needed at prediction time.
+    (Eq. 19/21; with ``prior="keep"``, ``log G_j - log class_prior_[j]`` is subtracted); no
+    bias label is needed at prediction time.
 
     Parameters
     ----------
@@ -381,7 +382,8 @@ class Eraser:
         return remove_log(log_proba(proba, self.eps), *log_patches, strength=s, log_prior=log_prior)
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Fair probabilities ``softmax(log M(x) - strength * sum_j log G_j(x))`` (Eq. 19/21)."""
+        """Fair probabilities ``softmax(log M(x) - strength * sum_j log G_j(x))`` (Eq. 19/21),
+        or with ``prior="keep"`` ``log G_j - log class_prior_[j]`` subtracted."""
         return self.remove(*self.outputs(X))
 
     def model_and_fair_proba(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
