@@ -8,19 +8,22 @@ measured on the remaining rows (LSAC: 6,791). Class-balanced models (``--balance
 II's splits and vanilla MLP (class-weighted cross-entropy) and a class-weighted gradient
 boosting model on COMPAS and LSAC, where "keep" should leave the decisions near "balanced".
 
-Rows: the model; "balanced"; "keep" with the prior the eraser records (the patch's mean
-log-output over the calibration rows, normalised); "keep" with the calibration labels'
-frequencies ("keep:labels") and with the model's mean output ("keep:model-mean"). Columns:
+Rows: the model; with the paper's patch (``rule_scale=1``): "balanced"; "keep" with the prior
+the eraser records (the patch's mean log-output over the calibration rows, normalised); "keep"
+with the calibration labels' frequencies ("keep:labels") and with the model's mean output
+("keep:model-mean"); and "keep, scale fitted": what ``ruleeraser fit`` makes by default, the
+same patch with its bias-dependent part scaled on the calibration rows (``rule_scale="fit"``,
+:mod:`ruleeraser.rule_scale`). Columns:
 overall accuracy, average and worst group accuracy, EqualOdds model bias, each bias group's
 positive rate, and the share of test decisions that differ from the model's.
 
-``--scan`` asks whether any strength or prior of this removal reaches a given bias cut: keep's
+``--scan`` asks whether any strength or prior of the paper's patch reaches a given bias cut: keep's
 EqualOdds over a grid of strengths and priors, with the patch and with each row's true group
 rule (an oracle: the patch is not at fault when both agree), the best setting on the test rows
 (a bound) and the one chosen on the calibration rows.
 
-``--report DIR`` also runs the command line a user would (``ruleeraser fit`` with its default
-``--prior`` and ``ruleeraser evaluate``) on the first seed of each ordinary model, writes its
+``--report DIR`` also runs the command line a user would (``ruleeraser fit`` with its defaults
+and ``ruleeraser evaluate``) on the first seed of each ordinary model, writes its
 report to ``DIR/<dataset>/`` and checks its figures against the library's.
 
 Usage::
@@ -53,7 +56,7 @@ from ruleeraser.experiments.datasets import load_dataset, split_dataset
 from ruleeraser.metrics import decision_rates, group_accuracy
 from ruleeraser.remove import remove_log
 
-METHODS = ("model", "balanced", "keep", "keep:labels", "keep:model-mean")
+METHODS = ("model", "balanced", "keep", "keep:labels", "keep:model-mean", "keep, scale fitted")
 TRAIN_ROWS, CALIBRATION_ROWS = 12_000, 3_000
 
 
@@ -70,9 +73,20 @@ def ordinary_split(data, seed: int):
     return [(data.X[i], data.y[i], data.bias[i]) for i in (train, calib, test)]
 
 
-def measure(predict_proba, eraser: Eraser, calib, test) -> dict[str, dict[str, float]]:
-    """Every row of :data:`METHODS` on the test rows."""
+def fit_both(predict_proba, calib, seed: int) -> tuple[Eraser, Eraser]:
+    """The paper's patch (``rule_scale=1``), whose prior is measured, and the eraser
+    ``ruleeraser fit`` makes by default (``prior="keep"``, ``rule_scale="fit"``): the same
+    patch with its bias-dependent part scaled on the calibration rows."""
+    X, y, b = calib
+    paper = Eraser(predict_proba, random_state=seed, rule_scale=1.0).fit(X, y, bias=b)
+    scaled = Eraser(predict_proba, random_state=seed, prior="keep", rule_scale="fit")
+    return paper, scaled.fit(X, y, bias=b)
+
+
+def measure(predict_proba, erasers, calib, test) -> dict[str, dict[str, float]]:
+    """Every row of :data:`METHODS` on the test rows; ``erasers``: :func:`fit_both`'s."""
     X, y, b = test
+    eraser, scaled = erasers
     proba, log_g = eraser.outputs(X)
     log_m = log_proba(proba, eraser.eps)
     labels = np.bincount(calib[1], minlength=eraser.n_classes_) / len(calib[1])
@@ -83,6 +97,7 @@ def measure(predict_proba, eraser: Eraser, calib, test) -> dict[str, dict[str, f
         "keep": eraser.remove(proba, log_g, prior="keep"),
         "keep:labels": remove_log(log_m, *log_g, log_prior=log_proba(labels, eraser.eps)),
         "keep:model-mean": remove_log(log_m, *log_g, log_prior=np.log(mean_output)),
+        "keep, scale fitted": scaled.remove(proba, scaled.patch_log_proba(X)),
     }
     model_decision = proba.argmax(axis=1)
     out = {}
@@ -99,9 +114,9 @@ def measure(predict_proba, eraser: Eraser, calib, test) -> dict[str, dict[str, f
     return out
 
 
-def cli_report(data, seed: int, model, calib, test, out: Path) -> dict:
-    """``ruleeraser fit`` (default ``--prior``) and ``ruleeraser evaluate`` on the same rows;
-    returns the report's JSON (its files stay in ``out``)."""
+def cli_report(data, seed: int, model, calib, test, out: Path) -> tuple[dict, dict]:
+    """``ruleeraser fit`` (its defaults) and ``ruleeraser evaluate`` on the same rows; returns
+    the report's JSON (its files stay in ``out``) and the eraser's saved parameters."""
     import skops.io as sio
 
     from ruleeraser.cli import main
@@ -122,7 +137,8 @@ def cli_report(data, seed: int, model, calib, test, out: Path) -> dict:
                 rc = main([str(a) for a in command])
             if rc != 0:
                 raise RuntimeError(f"ruleeraser {command[0]} failed:\n{printed.getvalue()}")
-    return json.loads((out / "report.json").read_text())
+        params = json.loads((tmp / "e" / "eraser.json").read_text())["params"]
+    return json.loads((out / "report.json").read_text()), params
 
 
 def run_ordinary(name: str, seeds: list[int], report_dir: Path | None) -> dict:
@@ -132,21 +148,29 @@ def run_ordinary(name: str, seeds: list[int], report_dir: Path | None) -> dict:
         train, calib, test = ordinary_split(data, seed)
         model = HistGradientBoostingClassifier(random_state=seed).fit(train[0], train[1])
         start = time.perf_counter()
-        eraser = Eraser(model, random_state=seed).fit(calib[0], calib[1], bias=calib[2])
-        fit_s = time.perf_counter() - start
-        result = measure(model.predict_proba, eraser, calib, test)
+        erasers = fit_both(model.predict_proba, calib, seed)
+        fit_s = (time.perf_counter() - start) / 2
+        result = measure(model.predict_proba, erasers, calib, test)
         for method, values in result.items():
             runs[method].append(values)
-        held = ", ".join(f"{p:.3f}" for p in eraser.class_prior_[0])
-        print(f"  {name} seed {seed}: fit {fit_s:.1f} s; class prior the patch holds [{held}]")
+        held = ", ".join(f"{p:.3f}" for p in erasers[0].class_prior_[0])
+        scale = erasers[1].rule_scale_[0]
+        print(
+            f"  {name} seed {seed}: fit {fit_s:.1f} s; class prior the patch holds [{held}]; "
+            f"fitted rule scale {scale:g}"
+        )
         if report_dir is not None and seed == seeds[0]:
-            saved = cli_report(data, seed, model, calib, test, report_dir / name)
+            saved, params = cli_report(data, seed, model, calib, test, report_dir / name)
             after = saved["biases"][data.bias_name]["summary"]["after"]
+            same = "keep" if params["rule_scale"] == 1 else "keep, scale fitted"
+            if params["prior"] == "balanced":
+                same = "balanced"
             print(
-                f"  {name} seed {seed}: ruleeraser fit + evaluate (prior {saved['prior']!r}): "
-                f"after overall {after['overall_acc']:.2f}, bias {after['model_bias']:.2f} "
-                f"(library, same prior: {result[saved['prior']]['overall_acc']:.2f}, "
-                f"{result[saved['prior']]['model_bias']:.2f}); report in {report_dir / name}"
+                f"  {name} seed {seed}: ruleeraser fit + evaluate (prior {params['prior']!r}, "
+                f"rule_scale {params['rule_scale']!r}): after overall {after['overall_acc']:.2f}, "
+                f"bias {after['model_bias']:.2f} (library {same!r}: "
+                f"{result[same]['overall_acc']:.2f}, {result[same]['model_bias']:.2f}); "
+                f"report in {report_dir / name}"
             )
     return runs
 
@@ -167,8 +191,8 @@ def run_balanced(name: str, seeds: list[int]) -> dict[str, dict]:
         hgb.fit(train[0], train[1])
         models = {"vanilla MLP": lambda X, m=mlp: predict_proba(m, X), "HGB": hgb.predict_proba}
         for model_name, fn in models.items():
-            eraser = Eraser(fn, random_state=seed).fit(calib[0], calib[1], bias=calib[2])
-            for method, values in measure(fn, eraser, calib, test).items():
+            erasers = fit_both(fn, calib, seed)
+            for method, values in measure(fn, erasers, calib, test).items():
                 runs.setdefault(model_name, {}).setdefault(method, []).append(values)
     return runs
 
@@ -176,7 +200,8 @@ def run_balanced(name: str, seeds: list[int]) -> dict[str, dict]:
 def _fit_plain(data, seed: int):
     train, calib, test = ordinary_split(data, seed)
     model = HistGradientBoostingClassifier(random_state=seed).fit(train[0], train[1])
-    return Eraser(model, random_state=seed).fit(calib[0], calib[1], bias=calib[2]), calib, test
+    eraser = Eraser(model, random_state=seed, rule_scale=1.0)
+    return eraser.fit(calib[0], calib[1], bias=calib[2]), calib, test
 
 
 def _keep_grid(eraser: Eraser, rows, logs=None) -> tuple[object, dict]:

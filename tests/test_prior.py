@@ -75,7 +75,8 @@ def imbalanced():
     model = LogisticRegression().fit(*_imbalanced(4000, rng, align=0.9)[:2])
     calib = _imbalanced(1500, rng, align=0.65)
     test = _imbalanced(3000, rng, align=0.65)
-    eraser = Eraser(model, random_state=0, max_epochs=60).fit(calib[0], calib[1], bias=calib[2])
+    eraser = Eraser(model, random_state=0, max_epochs=60, rule_scale=1.0)  # the paper's patch
+    eraser.fit(calib[0], calib[1], bias=calib[2])
     return model, eraser, calib, test
 
 
