@@ -180,10 +180,15 @@ def test_blackbox_deprecated_batch_size_warns_and_works(make):
     assert sizes == [3, 3, 1] and box.n_queries == 7
 
 
-@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "8"])
-def test_blackbox_refuses_a_bad_query_batch_size(bad):
-    with pytest.raises(ValueError, match="query_batch_size must be a positive int"):
+@pytest.mark.parametrize(
+    ("bad", "error"), [(0, ValueError), (-1, ValueError), (2.5, TypeError), (True, TypeError),
+                       ("8", TypeError)]
+)  # fmt: skip
+def test_blackbox_refuses_a_bad_query_batch_size(bad, error):
+    with pytest.raises(error, match="query_batch_size must be an int >= 1"):
         BlackBox(lambda x: x, query_batch_size=bad)
+    with pytest.raises(ValueError, match="output must be one of 'proba', 'logits'"):
+        BlackBox(lambda x: x, output="scores")
 
 
 def test_a_torch_module_as_model_gets_the_query_batch(setup):

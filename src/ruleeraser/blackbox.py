@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ruleeraser.inputs import n_rows, take_rows, to_tensor
+from ruleeraser.params import Interval, Options, validate_params
 
 Output = Literal["proba", "logits"]
 
@@ -83,6 +84,11 @@ class BlackBox:
     2
     """
 
+    _parameter_constraints: dict[str, list] = {
+        "output": [Options(("proba", "logits"))],
+        "query_batch_size": [Interval(int, 1, None)],
+    }
+
     def __init__(
         self,
         fn: Callable[[Any], Any],
@@ -93,12 +99,9 @@ class BlackBox:
         batch_size: int | None = None,
     ) -> None:
         query_batch_size = _renamed_batch_size(batch_size, query_batch_size)
-        if output not in ("proba", "logits"):
-            raise ValueError(f"output must be 'proba' or 'logits', got {output!r}")
-        if isinstance(query_batch_size, bool) or not (
-            isinstance(query_batch_size, int) and query_batch_size >= 1
-        ):
-            raise ValueError(f"query_batch_size must be a positive int, got {query_batch_size!r}")
+        validate_params(
+            {"output": output, "query_batch_size": query_batch_size}, self._parameter_constraints
+        )
         self.fn = fn
         self.output = output
         self.query_batch_size = query_batch_size
@@ -172,20 +175,19 @@ def as_blackbox(
 ) -> BlackBox:
     """Wrap a deployed model as a :class:`BlackBox`.
 
-        Accepts a ``BlackBox`` (returned as is), a ``torch.nn.Module`` (logits by default; pass
-        ``output="proba"`` if it already ends in softmax/sigmoid), a scikit-learn style classifier
-        (its ``predict_proba`` and ``classes_``), or any callable returning probabilities
-        (``output="logits"`` if it returns logits). ``query_batch_size``: rows per model call
-    (``batch_size``: its deprecated name). A ``BlackBox`` keeps its own.
+    Accepts a ``BlackBox`` (returned as is, with its own settings), a ``torch.nn.Module``
+    (logits by default; pass ``output="proba"`` if it already ends in softmax/sigmoid), a
+    scikit-learn style classifier (its ``predict_proba`` and ``classes_``), or any callable
+    returning probabilities (``output="logits"`` if it returns logits).
+    ``query_batch_size``: rows per model call (``batch_size``: its deprecated name).
 
-        Example
-        -------
-        >>> import numpy as np
-        >>> from sklearn.linear_model import LogisticRegression
-        >>> clf = LogisticRegression().fit([[0.0], [1.0]], ["no", "yes"])
-        >>> box = as_blackbox(clf)
-        >>> box.classes.tolist(), box([[0.0], [1.0]]).shape
-        (['no', 'yes'], (2, 2))
+    Example
+    -------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> clf = LogisticRegression().fit([[0.0], [1.0]], ["no", "yes"])
+    >>> box = as_blackbox(clf)
+    >>> box.classes.tolist(), box([[0.0], [1.0]]).shape
+    (['no', 'yes'], (2, 2))
     """
     if isinstance(model, BlackBox):
         return model

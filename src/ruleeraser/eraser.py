@@ -158,7 +158,11 @@ class Eraser:
         "n_threads": [None, Interval(int, 1, None)],
         "random_state": [None, Interval(int, 0, 2**32 - 1)],
         "progress": [Options((True, False))],
-        "batch_size": [Options((DEPRECATED,)), None, Interval(int, 1, None)],
+        "batch_size": [
+            Satisfies(lambda v: v == DEPRECATED, "left unset (deprecated: use patch_batch_size)"),
+            None,
+            Interval(int, 1, None),
+        ],
     }
 
     def __init__(
