@@ -136,7 +136,7 @@ def read_table(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
     require_columns(path, columns)
     with _reading(path):
         if table_format(path) == "csv":
-            frame = pd.read_csv(path, usecols=columns)
+            frame = pd.read_csv(path)  # every column: usecols would drop a row's extra fields
         else:
             frame = pd.read_parquet(path, columns=columns)
     if frame.empty:
@@ -167,7 +167,9 @@ def iter_table(path: str | Path, columns: Sequence[str], chunk_rows: int) -> Ite
 def _chunks(path: str | Path, columns: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
     with _reading(path):
         if table_format(path) == "csv":
-            with pd.read_csv(path, usecols=columns, chunksize=chunk_rows) as reader:
+            # every column: with usecols, pandas drops a row's fields beyond the header's
+            # without a word; read whole, such a row is an error naming its line
+            with pd.read_csv(path, chunksize=chunk_rows) as reader:
                 for chunk in reader:
                     yield chunk[columns]
             return
