@@ -141,7 +141,8 @@ def _serve_command(args: argparse.Namespace) -> int:
         )  # fmt: skip
     except (ValueError, TypeError, OSError, RuntimeError, ImportError) as exc:
         # a bad setting, an eraser that fails to load or to compute, a port in use
-        print(f"ruleeraser serve: {exc}", file=sys.stderr)
+        text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"ruleeraser serve: error: {text}", file=sys.stderr)
         return 2
     return 0
 
