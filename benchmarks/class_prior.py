@@ -122,22 +122,22 @@ def cli_report(data, seed: int, model, calib, test, out: Path) -> tuple[dict, di
     from ruleeraser.cli import main
 
     features = [f"f{i}" for i in range(data.X.shape[1])]
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        sio.dump(model, tmp / "model.skops")
+    out = out.resolve()
+    with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):  # short names in the report
+        sio.dump(model, "model.skops")
         for name, (X, y, b) in (("calib", calib), ("test", test)):
             groups = np.asarray(data.bias_labels)[b]
             frame = pd.DataFrame(X, columns=features).assign(**{"y": y, data.bias_name: groups})
-            frame.to_csv(tmp / f"{name}.csv", index=False)
-        common = ["--model", tmp / "model.skops", "--target", "y", "--quiet"]
-        fit = ["fit", "--data", tmp / "calib.csv", "--bias", data.bias_name, "--out", tmp / "e"]
-        evaluate = ["evaluate", "--eraser", tmp / "e", "--data", tmp / "test.csv", "--out", out]
+            frame.to_csv(f"{name}.csv", index=False)
+        common = ["--model", "model.skops", "--target", "y", "--quiet"]
+        fit = ["fit", "--data", "calib.csv", "--bias", data.bias_name, "--out", "eraser"]
+        evaluate = ["evaluate", "--eraser", "eraser", "--data", "test.csv", "--out", out]
         for command in ([*fit, "--random-state", seed, *common], [*evaluate, *common]):
             with contextlib.redirect_stdout(io.StringIO()) as printed:
                 rc = main([str(a) for a in command])
             if rc != 0:
                 raise RuntimeError(f"ruleeraser {command[0]} failed:\n{printed.getvalue()}")
-        params = json.loads((tmp / "e" / "eraser.json").read_text())["params"]
+        params = json.loads(Path("eraser", "eraser.json").read_text())["params"]
     return json.loads((out / "report.json").read_text()), params
 
 
