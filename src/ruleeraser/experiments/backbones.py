@@ -23,6 +23,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ruleeraser.eraser import Eraser
 from ruleeraser.experiments.deployed import train_deployed
 from ruleeraser.experiments.figures import Bars, bar_panels
@@ -105,7 +107,10 @@ def deployed_model(backbone: str, X: Any, y: Any, bias: Any, seed: int) -> Any:
         model = LogisticRegression(class_weight="balanced", max_iter=2000)
     else:
         raise ValueError(f"unknown backbone {backbone!r}; valid: {', '.join(BACKBONE_NAMES)}")
-    return model.fit(X, y)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(torch.get_num_threads()):  # as many OpenMP threads as torch's
+        return model.fit(X, y)
 
 
 def run_one(task: tuple[str, str, int]) -> dict:
