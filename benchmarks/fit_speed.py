@@ -6,7 +6,7 @@ training is not timed; one untimed fit first warms up). Each fit runs twice: wit
 count chosen for the patch's size (``n_threads=None``, the default) and on all the caller's
 torch threads (``n_threads=torch.get_num_threads()``, how patches trained before). Then the
 same again with two busy-looping processes beside it, which the benchmark starts and stops.
-Prints seconds per seed, mean ± std, and busy / idle ratios. The load average printed at the
+Prints seconds per seed, mean ± std, and busy / alone ratios. The load average printed at the
 start tells whether the machine was idle.
 
 ``--steps`` instead times single training steps of patches of several sizes on one thread
@@ -141,15 +141,15 @@ def main() -> None:
             steps(n_busy)
         return
     for dataset in args.datasets:
-        idle = fit_seconds(dataset, args.seeds, 0)
+        alone = fit_seconds(dataset, args.seeds, 0)
         busy = fit_seconds(dataset, args.seeds, args.busy)
         print(f"\n{dataset}: seconds per fit, seeds {args.seeds}")
-        for name in idle:
-            for label, values in (("idle", idle[name]), ("busy", busy[name])):
+        for name in alone:
+            for label, values in (("alone", alone[name]), ("busy", busy[name])):
                 runs = " ".join(f"{v:.2f}" for v in values)
                 print(f"  {name:12s} {label}: {runs}  ({stat(values)})")
-            ratio = np.mean(busy[name]) / np.mean(idle[name])
-            print(f"  {name:12s} busy / idle: {ratio:.1f}x")
+            ratio = np.mean(busy[name]) / np.mean(alone[name])
+            print(f"  {name:12s} busy / alone: {ratio:.1f}x")
 
 
 if __name__ == "__main__":
