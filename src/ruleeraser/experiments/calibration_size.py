@@ -170,7 +170,8 @@ def to_markdown(result: dict) -> str:
         label = "none (deployed)" if row["ratio"] is None else ratio_label(row["ratio"])
         rows = "" if row["n"] is None else f"{row['n']['mean']:.0f}"
         metrics = " | ".join(cell(row[m]) for m in METRICS)
-        bias_cut = "" if row["ratio"] is None else f"{row['bias_cut']['mean']:.0f}%"
+        before = _row(result, row["dataset"], None)["model_bias"]["mean"]
+        bias_cut = "" if row["ratio"] is None else f"{cut(row['model_bias']['mean'], before):.0f}%"
         lines.append(f"| {NAMES[row['dataset']]} | {label} | {rows} | {metrics} | {bias_cut} |")
     return "\n".join([*lines, "", *(f"- {line}" for line in acceptance(result))]) + "\n"
 
@@ -200,19 +201,14 @@ def plot(result: dict, path: Path) -> Path:
                 [r[metric]["std"] for r in rows],
                 colour=f"C{i}",
             )
-            before = _row(result, name, None)[metric]
-            deployed = Line(
-                f"{NAMES[name]}, deployed",
-                ratios,
-                [before["mean"]] * len(rows),
-                [before["std"]] * len(rows),
-                style=":",
-                colour=f"C{i}",
-            )
+            before = _row(result, name, None)[metric]["mean"]
+            level = [before] * len(rows)
+            deployed = Line(None, ratios, level, [0.0] * len(rows), style=":", colour=f"C{i}")
             panel.lines += [after, deployed]
         panels.append(panel)
     seeds = len(result["seeds"])
-    return line_panels(panels, path, title=f"Calibration set size (mean ± std over {seeds} seeds)")
+    title = f"Calibration set size (mean ± std over {seeds} seeds; dotted: the deployed model)"
+    return line_panels(panels, path, title=title)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -21,13 +21,13 @@ class Line:
 
     Attributes
     ----------
-    label: the legend's entry.
+    label: the legend's entry (None: none).
     x, mean, std: the points, ``std`` drawn as a band around ``mean``.
     style: matplotlib's format string (``"-o"``, ``"--"``, ...).
     colour: a matplotlib colour (None: the next of the cycle).
     """
 
-    label: str
+    label: str | None
     x: Sequence[float]
     mean: Sequence[float]
     std: Sequence[float]
@@ -83,7 +83,8 @@ def line_panels(panels: Sequence[Panel], path: str | Path, *, title: str = "") -
     for ax, panel in zip(axes[0], panels, strict=True):
         for line in panel.lines:
             x, mean, std = (np.asarray(v, dtype=float) for v in (line.x, line.mean, line.std))
-            drawn = ax.plot(x, mean, line.style, color=line.colour, markersize=4, label=line.label)
+            label = "_nolegend_" if line.label is None else line.label
+            drawn = ax.plot(x, mean, line.style, color=line.colour, markersize=4, label=label)
             ax.fill_between(x, mean - std, mean + std, color=drawn[0].get_color(), alpha=0.15)
         if panel.log_x:
             ax.set_xscale("log")
