@@ -199,3 +199,19 @@ def test_damaged_or_old_rule_scales_in_the_file(proxy_case, tmp_path):
 
     loaded = load_with(old)
     assert loaded.rule_scale == 1.0 and loaded.rule_scale_.tolist() == [1.0]
+
+
+def test_groups_of_few_calibration_rows_do_not_steer_the_scale():
+    """Most rows in one aligned group per class, the others in groups of a few rows (as in
+    coloured MNIST's calibration set): their gap is left out and the scale stays 1."""
+    log_model, y, _ = rows(2000, 5)
+    b = y.copy()
+    b[:12] = 1 - y[:12]  # six or so rows per class in the conflicting group
+    half = log_sigmoid_pair(b - 0.5)
+    prior = np.log([[0.5, 0.5]])
+    fitted = fit_rule_scale(log_model, [half], prior, y, [b])
+    assert fitted.scales[0] == 1.0 and not fitted.gaps.any()
+    assert fit_rule_scale(log_model, [half], prior, y, [b], min_rows=1).gaps.any()
+    wrong_on_few = np.where(b == y, y, 1 - y)  # every conflicting row decided wrong
+    assert equal_odds_gap(y, wrong_on_few, b)[0] == 100.0
+    assert equal_odds_gap(y, wrong_on_few, b, min_rows=10) == (0.0, 0.0)

@@ -16,7 +16,8 @@ Blonde: 15 points of EqualOdds left by the paper's patch, 8 by the true groups' 
 decision on the calibration rows, with their bias labels, along a grid of ``a_j``, and keeps,
 among the scales within half a standard error of the lowest gap, the one closest to the
 paper's 1 (in the manner of the one-standard-error rule: a gap measured on few rows moves the
-scale only as far as the rows support).
+scale only as far as the rows support); (target, bias) groups of fewer than
+:data:`MIN_ROWS` calibration rows are left out of the gap.
 
 Example
 -------
@@ -45,6 +46,10 @@ from ruleeraser.remove import remove_log
 SCALES = tuple(np.round(np.arange(0.0, 3.0 + 1e-9, 0.05), 2))
 #: Scales whose gap is within this share of a standard error of the lowest count as equal.
 SE_SHARE = 0.5
+#: Groups with fewer calibration rows are left out of the gap: one row moves their accuracy by
+#: a tenth or more, and a scale that flips a handful of them does not carry to new rows
+#: (coloured MNIST: 0-3 calibration images per colour-conflicting digit).
+MIN_ROWS = 10
 
 
 def scale_rule(log_patch: np.ndarray, log_prior: np.ndarray, scale: float) -> np.ndarray:
@@ -72,7 +77,9 @@ def scale_rule(log_patch: np.ndarray, log_prior: np.ndarray, scale: float) -> np
     return scale * (log_patch - log_prior) + log_prior
 
 
-def equal_odds_gap(y: np.ndarray, pred: np.ndarray, bias: np.ndarray) -> tuple[float, float]:
+def equal_odds_gap(
+    y: np.ndarray, pred: np.ndarray, bias: np.ndarray, *, min_rows: int = 1
+) -> tuple[float, float]:
     """EqualOdds (Eq. 20, in points) of class indices ``pred`` and its standard error.
 
     Per target class, the gap between the bias groups of highest and lowest accuracy; the
@@ -83,6 +90,7 @@ def equal_odds_gap(y: np.ndarray, pred: np.ndarray, bias: np.ndarray) -> tuple[f
     Parameters
     ----------
     y, pred, bias: target, decision and bias indices ``(n,)``.
+    min_rows: (target, bias) groups with fewer rows are left out.
 
     Returns
     -------
@@ -98,7 +106,7 @@ def equal_odds_gap(y: np.ndarray, pred: np.ndarray, bias: np.ndarray) -> tuple[f
     groups = group_accuracy(y, pred, bias)
     gaps, variances = [], []
     for acc, counts in zip(groups.accuracy, groups.counts, strict=True):
-        seen = counts > 0
+        seen = counts >= max(min_rows, 1)
         if seen.sum() < 2:
             continue
         acc, counts = acc[seen] / 100.0, counts[seen]
@@ -148,6 +156,7 @@ def fit_rule_scale(
     keep_prior: bool = False,
     grid: Sequence[float] = SCALES,
     se_share: float = SE_SHARE,
+    min_rows: int = MIN_ROWS,
 ) -> RuleScaleFit:
     """Fit each patch's scale on labelled calibration rows (see the module's docstring).
 
@@ -165,6 +174,8 @@ def fit_rule_scale(
         Eq. 19's.
     grid: the scales tried.
     se_share: scales within this share of a standard error of the lowest gap count as equal.
+    min_rows: (target, bias) groups with fewer rows are left out of the gap; with no class
+        seen in two such groups every gap is 0 and the scale stays 1.
 
     Returns
     -------
@@ -183,6 +194,8 @@ def fit_rule_scale(
                 scale_rule(log_g, log_priors[m], trial[m]) for m, log_g in enumerate(log_patches)
             ]
             fair = remove_log(log_model, *scaled, log_prior=log_priors if keep_prior else None)
-            gaps[j, i], errors[j, i] = equal_odds_gap(y, fair.argmax(axis=1), bias)
+            gaps[j, i], errors[j, i] = equal_odds_gap(
+                y, fair.argmax(axis=1), bias, min_rows=min_rows
+            )
         scales[j] = _choose(grid_, gaps[j], errors[j], se_share)
     return RuleScaleFit(scales, grid_, gaps, errors)
