@@ -240,13 +240,20 @@ def to_markdown(result: dict) -> str:
 
 def plot(result: dict, path: Path) -> Path:
     """The group metrics of every method."""
-    rows = result["rows"]
+    legend = {
+        "none": "deployed model",
+        "eraser": "eraser, same source",
+        "eraser-cross": "eraser, other source",
+        "oracle": "oracle (true bias)",
+    }
     series = {
-        r["method"]: ([r[m]["mean"] for m in METRICS], [r[m]["std"] for m in METRICS]) for r in rows
+        legend[r["method"]]: ([r[m]["mean"] for m in METRICS], [r[m]["std"] for m in METRICS])
+        for r in result["rows"]
     }
     labels = ["average acc", "worst acc", "model bias"]
-    panel = Bars(f"Cross-source calibration ({result['setting']})", "%", labels, series)
-    return bar_panels([panel], path, title=f"mean ± std over {len(result['seeds'])} seeds")
+    seeds = len(result["seeds"])
+    title = f"Cross-source calibration, {result['setting']} (mean ± std over {seeds} seeds)"
+    return bar_panels([Bars(title, "%", labels, series)], path)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -231,37 +231,52 @@ def _gains(run: dict) -> dict[str, float]:
     }
 
 
+def _before(result: dict, row: dict) -> dict:
+    """The deployed model's row of ``row``'s task and ``alpha``."""
+    key = (row["dataset"], row["alpha"], "none")
+    return next(r for r in result["rows"] if (r["dataset"], r["alpha"], r["method"]) == key)
+
+
 def acceptance(result: dict) -> list[str]:
-    """Per task: the smallest bias cut and worst-group gain over the settings, and the cut at
-    the most severe setting against the mildest."""
+    """Per task: the smallest bias cut and worst-group gain over the settings (from the means
+    over seeds), and the cut at the most severe setting against the mildest."""
     lines = []
     for name in dict.fromkeys(r["dataset"] for r in result["rows"]):
         erased = [r for r in result["rows"] if r["dataset"] == name and r["method"] == "eraser"]
-        cuts = {r["alpha"]: r["bias_cut"]["mean"] for r in erased}
-        gains = {r["alpha"]: r["worst_gain"]["mean"] for r in erased}
+        cuts, gains = {}, {}
+        for row in erased:
+            before = _before(result, row)
+            cuts[row["alpha"]] = cut(row["model_bias"]["mean"], before["model_bias"]["mean"])
+            gains[row["alpha"]] = row["worst_acc"]["mean"] - before["worst_acc"]["mean"]
         severe, mild = min(cuts), max(cuts)
         lines.append(
             f"{NAMES[name]}: bias cut {min(cuts.values()):.0f}% at least (alpha "
-            f"{min(cuts, key=cuts.get)}), worst group +{min(gains.values()):.2f} at least; cut "
-            f"at alpha {severe} {cuts[severe]:.0f}% against {cuts[mild]:.0f}% at alpha {mild} "
-            f"({abs(cuts[severe] - cuts[mild]):.0f} points apart)"
+            f"{min(cuts, key=cuts.get)}), worst group {min(gains.values()):+.2f} at least (alpha "
+            f"{min(gains, key=gains.get)}); cut at alpha {severe} {cuts[severe]:.0f}% against "
+            f"{cuts[mild]:.0f}% at alpha {mild} ({abs(cuts[severe] - cuts[mild]):.0f} points "
+            "apart)"
         )
     return lines
 
 
 def to_markdown(result: dict) -> str:
-    """One line per task, ``alpha`` and method, then the bars."""
+    """One line per task, ``alpha`` and method (cut from the means over seeds), then the
+    bars."""
     lines = [
         f"Seeds: {', '.join(map(str, result['seeds']))} (mean ± std over seeds). alpha: share "
         "of bias-conflicting rows in the deployed model's training data (and the calibration "
-        "set); vanilla deployed model.",
+        "set); vanilla deployed model; oracle: a diagnostic, the distilled rule of each test "
+        "row's true bias subtracted.",
         "",
         "| task | alpha | method | average acc | worst acc | model bias | bias cut |",
         "|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         metrics = " | ".join(cell(row[m]) for m in METRICS)
-        bias_cut = f"{row['bias_cut']['mean']:.0f}%" if "bias_cut" in row else ""
+        bias_cut = ""
+        if row["method"] != "none":
+            before = _before(result, row)["model_bias"]["mean"]
+            bias_cut = f"{cut(row['model_bias']['mean'], before):.0f}%"
         lines.append(
             f"| {NAMES[row['dataset']]} | {row['alpha']} | {row['method']} | {metrics} | "
             f"{bias_cut} |"
