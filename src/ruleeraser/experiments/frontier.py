@@ -293,10 +293,16 @@ def to_markdown(results: list[dict]) -> str:
 def _plot_task(ax, result: dict) -> None:
     plotted = result["plotted"]
     curve = [p for p in plotted if p["method"] == "eraser"]
-    ax.plot([p["model_bias"] for p in curve], [p["avg_acc"] for p in curve], "-o", color="C0",
-            markersize=3, label=f"Eraser, strength 0 to {curve[-1]['strength']:g}")  # fmt: skip
+    top = max(p["strength"] for p in curve)
+    for part, style, label in (
+        ([p for p in curve if p["strength"] <= 1.0], "-o", "Eraser, strength 0 to 1"),
+        ([p for p in curve if p["strength"] >= 1.0], ":o", f"Eraser, strength 1 to {top:g}"),
+    ):
+        if len(part) > 1:
+            ax.plot([p["model_bias"] for p in part], [p["avg_acc"] for p in part], style,
+                    color="C0", markersize=3, label=label)  # fmt: skip
     for p in curve:
-        if p["strength"] in (0.0, 1.0):
+        if p["strength"] in (0.0, 1.0, top):
             ax.annotate(f"s={p['strength']:g}", (p["model_bias"], p["avg_acc"]), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")  # fmt: skip
     for i, peer in enumerate(PEERS):
