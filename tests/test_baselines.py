@@ -280,6 +280,17 @@ def test_error_parity_solves_for_balanced_error_within_the_bound(toy, fitted):
         assert moved.optimizer is not peer.optimizer and peer.tolerance == 0.02
 
 
+def test_error_parity_predictions_repeat(toy, fitted):
+    """Its randomised thresholds are seeded, whatever numpy's global generator holds."""
+    _, _, (Xt, _, bt) = toy
+    peer = fitted[0]["error-parity"].with_tolerance(0.0)
+    first = peer.predict(Xt, bias=bt)
+    np.random.seed(123)
+    state = np.random.get_state()[1].copy()
+    np.testing.assert_array_equal(peer.predict(Xt, bias=bt), first)
+    np.testing.assert_array_equal(np.random.get_state()[1], state)  # the caller's, put back
+
+
 def test_missing_peer_library_names_its_install_command(toy, monkeypatch):
     import importlib.util
 

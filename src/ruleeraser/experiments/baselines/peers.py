@@ -219,9 +219,19 @@ class ErrorParityPredictor:
     needs_test_bias: bool = True
 
     def predict(self, X: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
-        """Class indices (randomised thresholds, seeded at fit)."""
+        """Class indices (randomised thresholds, seeded: a call repeats)."""
         bias = _check_bias(bias, len(X), "error-parity")
-        return np.asarray(self.optimizer.predict(X, group=bias), dtype=np.int64)
+        # Its randomised classifiers advance their generators with every call, and error-parity
+        # 0.3.12 draws a point inside a group's ROC hull from numpy's global generator: each
+        # call starts from the fitted state, the global generator seeded (the caller's state
+        # put back), so that a call repeats.
+        optimizer = copy.deepcopy(self.optimizer)
+        state = np.random.get_state()
+        np.random.seed(optimizer.seed)
+        try:
+            return np.asarray(optimizer.predict(X, group=bias), dtype=np.int64)
+        finally:
+            np.random.set_state(state)
 
     def with_tolerance(self, tolerance: float) -> ErrorParityPredictor:
         """The optimizer solved again with rate gaps at most ``tolerance``."""
