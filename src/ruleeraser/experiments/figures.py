@@ -65,22 +65,29 @@ def pyplot() -> Any:
     return plt
 
 
-def line_panels(panels: Sequence[Panel], path: str | Path, *, title: str = "") -> Path:
-    """Draw ``panels`` side by side (one row of axes) and save the PNG.
+def line_panels(
+    panels: Sequence[Panel], path: str | Path, *, title: str = "", columns: int | None = None
+) -> Path:
+    """Draw ``panels`` in rows of ``columns`` axes and save the PNG.
 
     Parameters
     ----------
-    panels: the axes, left to right.
+    panels: the axes, left to right, then top to bottom.
     path: the PNG to write.
     title: the figure's title.
+    columns: axes per row (None: all in one row).
 
     Returns
     -------
     ``path``.
     """
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
-    for ax, panel in zip(axes[0], panels, strict=True):
+    columns = columns or len(panels)
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.2 * columns, 4.2 * rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
         for line in panel.lines:
             x, mean, std = (np.asarray(v, dtype=float) for v in (line.x, line.mean, line.std))
             label = "_nolegend_" if line.label is None else line.label

@@ -309,7 +309,8 @@ def plot(result: dict, path: Path) -> Path:
                 panel.lines.append(Line(f"{label}{suffix}", alphas, means, stds, style, colour))
         panels += [bias, accuracy]
     seeds = len(result["seeds"])
-    return line_panels(panels, path, title=f"Bias severity (mean ± std over {seeds} seeds)")
+    title = f"Bias severity (mean ± std over {seeds} seeds)"
+    return line_panels(panels, path, title=title, columns=2)
 
 
 def run(args: argparse.Namespace) -> int:
