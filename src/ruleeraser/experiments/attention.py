@@ -44,7 +44,7 @@ SHOWN = 2
 HELP = (
     "Fig. 6: Grad-CAM maps of the deployed CNN and the background and object patches on "
     "two-bias MNIST, and the share of each map on the object, the digit and the background "
-    "(about 8 minutes on 2 cores with 3 seeds; needs captum)"
+    "(about 4 minutes on 2 cores with 3 seeds; needs captum)"
 )
 DESCRIPTION = __doc__.split("\n\n")[1]
 

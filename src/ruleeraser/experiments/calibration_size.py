@@ -37,7 +37,7 @@ RATIOS = (1 / 1000, 1 / 500, 1 / 200, 1 / 100, 1 / 50, 1 / 10, 1 / 5)
 MIN_ROWS = 20
 DATASETS = (*FACES, *TABLES)
 HELP = (
-    "Fig. 8: bias and accuracy against the calibration set's size (about 10 minutes on 2 "
+    "Fig. 8: bias and accuracy against the calibration set's size (about 3 minutes on 2 "
     "cores with 3 seeds)"
 )
 DESCRIPTION = __doc__.split("\n\n")[1]

@@ -64,7 +64,7 @@ FACE_TRAINING = IMAGE_TRAINING | {"epochs": 5}
 LFW_CROP = 0.5
 HELP = (
     "Table VI: the patch calibrated on another source (UCI digits for MNIST; LFW for CelebA "
-    "with --calibration-root/--test-root) (digits: about 10 minutes on 2 cores with 3 seeds)"
+    "with --calibration-root/--test-root) (digits: about 6 minutes on 2 cores with 3 seeds)"
 )
 DESCRIPTION = __doc__.split("\n\n")[1]
 

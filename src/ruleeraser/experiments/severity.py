@@ -61,7 +61,7 @@ DATASETS = tuple(ALPHAS)
 METHODS = ("none", "eraser", "oracle")
 HELP = (
     "Fig. 9: bias and accuracy before and after erasing, against the share of bias-conflicting "
-    "training rows (about 20 minutes on 2 cores with 3 seeds)"
+    "training rows (about 10 minutes on 2 cores with 3 seeds)"
 )
 DESCRIPTION = __doc__.split("\n\n")[1]
 

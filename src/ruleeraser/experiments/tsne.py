@@ -39,7 +39,7 @@ N_POINTS = 2000
 NEIGHBOURS = 10
 HELP = (
     "Fig. 7: t-SNE of the deployed CNN's and each patch's features on two-bias MNIST, and how "
-    "well each embedding predicts the background and the object (about 8 minutes on 2 cores "
+    "well each embedding predicts the background and the object (about 5 minutes on 2 cores "
     "with 3 seeds)"
 )
 DESCRIPTION = __doc__.split("\n\n")[1]
