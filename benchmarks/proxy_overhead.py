@@ -82,6 +82,9 @@ def threaded_upstream(model: Any, sock: socket.socket, latency: float) -> None:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, as the load client and the proxy expect
+        # TCP_NODELAY on each connection: the answer goes out in two writes (headers, body),
+        # and with Nagle's algorithm the second waits for the client's delayed ACK (40 ms).
+        disable_nagle_algorithm = True
 
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
