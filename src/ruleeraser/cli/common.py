@@ -195,8 +195,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("the deployed model")
     model.add_argument(
         "--model", required=True, metavar="SPEC",
-        help="the model: an http(s):// URL, an .onnx file, a .skops file, or (with "
-        "--allow-pickle) a .pkl/.pickle/.joblib file",
+        help="the model: an http(s):// URL, an .onnx file, a .skops file, a .pt2 file "
+        "(torch.export), or (with --allow-pickle) a .pkl/.pickle/.joblib file",
     )  # fmt: skip
     model.add_argument(
         "--allow-pickle", action="store_true",
