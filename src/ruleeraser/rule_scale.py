@@ -12,7 +12,7 @@ equalises the groups: when the bias is not an input, the patch's bias posterior 
 group rules of rows whose group it gets wrong, and the group rules (class-balanced mean
 log-outputs) need not equalise the groups' error rates even for the true group (CelebA
 Blonde: 15 points of EqualOdds left by the paper's patch, 8 by the true groups' rules; see
-``docs/peers.md``). :func:`fit_rule_scale` measures EqualOdds (Eq. 20) of the eraser's
+``docs/rule-scale.md``). :func:`fit_rule_scale` measures EqualOdds (Eq. 20) of the eraser's
 decision on the calibration rows, with their bias labels, along a grid of ``a_j``, and keeps,
 among the scales within half a standard error of the lowest gap, the one closest to the
 paper's 1 (in the manner of the one-standard-error rule: a gap measured on few rows moves the
