@@ -193,7 +193,7 @@ def test_command_line_keeps_the_prior_by_default_and_reports_it(tmp_path, capsys
     assert "Class prior: kept" in markdown and "| before: 0 | before: 1 |" in markdown
     balanced = ["--prior", "balanced", "--rule-scale", "1", "--max-epochs", 5]
     assert _run(*fit, "--out", tmp_path / "bal", *balanced, *common) == 0
-    assert "rule scale 1;" in capsys.readouterr().out
+    assert "rule scale 1\n" in capsys.readouterr().out
     saved = json.loads((tmp_path / "bal" / "eraser.json").read_text())
     assert saved["params"]["prior"] == "balanced" and saved["params"]["rule_scale"] == 1.0
 
