@@ -333,3 +333,13 @@ def test_warnings_print_as_one_line_each(good, tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert err and all(e.startswith("ruleeraser fit: warning: ") for e in err), err
     assert any("EmptyCell" in e or "(1, 0)" in e for e in err), err
+
+
+def test_a_bad_rule_scale_is_refused_with_status_2(good, tmp_path, capsys):
+    out = tmp_path / "new-eraser"
+    refused([*command("fit", good, out=out), "--rule-scale", "-1"], capsys, "rule_scale", "-1")
+    with pytest.raises(SystemExit) as stopped:  # argparse's usage error: not a number
+        main([str(a) for a in command("fit", good, out=out)] + ["--rule-scale", "big"])
+    assert stopped.value.code == 2
+    assert "argument --rule-scale: invalid rule_scale value: 'big'" in capsys.readouterr().err
+    assert not out.exists()

@@ -1,12 +1,15 @@
 import json
 import os
+import pickle
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -20,6 +23,7 @@ from ruleeraser.http_model import (
     HTTPModel,
     HTTPModelError,
     QueryBudgetExceeded,
+    QueryInterrupted,
 )
 from ruleeraser.model_files import load_model, sklearn_blackbox
 
@@ -461,3 +465,23 @@ def test_ctrl_c_during_an_http_fit_keeps_every_answer_and_a_rerun_pays_only_the_
         rerun.stdout
     )
     assert sum(httpd.paid) == 600 <= 600 + 20  # distinct rows, not one paid twice
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        HTTPModelError("model at http://x answered 500 for rows 3-9", (3, 9)),
+        QueryBudgetExceeded(needed=50, budget=100, sent=80),
+        QueryInterrupted(answered=4, unanswered=6, cached=4, cache=Path("c/http-cache.sqlite3")),
+        CacheFileError(
+            Path("c/http-cache.sqlite3"), sqlite3.DatabaseError("file is not a database")
+        ),
+    ],
+    ids=lambda error: type(error).__name__,
+)
+def test_errors_cross_process_boundaries(error):
+    """Ray and Dask pickle a worker's exception to re-raise it in the caller: the copy keeps
+    its type, message and fields."""
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is type(error) and str(copy) == str(error)
+    assert {k: str(v) for k, v in vars(copy).items()} == {k: str(v) for k, v in vars(error).items()}

@@ -191,12 +191,11 @@ def test_command_line_keeps_the_prior_by_default_and_reports_it(tmp_path, capsys
             assert sum(rates.values()) == pytest.approx(100.0)
     markdown = (tmp_path / "r" / "report.md").read_text()
     assert "Class prior: kept" in markdown and "| before: 0 | before: 1 |" in markdown
-    assert (
-        _run(*fit, "--out", tmp_path / "bal", "--prior", "balanced", "--max-epochs", 5, *common)
-        == 0
-    )
+    balanced = ["--prior", "balanced", "--rule-scale", "1", "--max-epochs", 5]
+    assert _run(*fit, "--out", tmp_path / "bal", *balanced, *common) == 0
+    assert "rule scale 1\n" in capsys.readouterr().out
     saved = json.loads((tmp_path / "bal" / "eraser.json").read_text())
-    assert saved["params"]["prior"] == "balanced"
+    assert saved["params"]["prior"] == "balanced" and saved["params"]["rule_scale"] == 1.0
 
 
 def _run(*args):

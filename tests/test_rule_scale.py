@@ -11,7 +11,13 @@ from ruleeraser import Eraser
 from ruleeraser.distill import log_proba, softmax
 from ruleeraser.metrics import equal_odds, group_accuracy
 from ruleeraser.remove import remove_log
-from ruleeraser.rule_scale import SCALES, equal_odds_gap, fit_rule_scale, scale_rule
+from ruleeraser.rule_scale import (
+    SCALES,
+    average_accuracy,
+    equal_odds_gap,
+    fit_rule_scale,
+    scale_rule,
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -90,6 +96,30 @@ def test_choice_is_the_scale_closest_to_one_within_half_an_error_of_the_lowest()
     gap, se = equal_odds_gap(y, fair.argmax(1), b)
     i = list(grid).index(chosen)
     assert (gap, se) == pytest.approx((gaps[i], errors[i]))
+
+
+def test_a_scale_that_closes_the_gap_by_wrecking_the_decisions_is_not_taken():
+    """A patch that carries part of the model's target evidence with the bias (as the paper's
+    per-sample patch can): scaled up, it removes the evidence before the bias, and the lowest
+    gap comes with decisions worse than chance. The scale stays where the average group
+    accuracy holds."""
+    rng = np.random.default_rng(4)
+    y, b = rng.integers(0, 2, 3000), rng.integers(0, 2, 3000)
+    evidence, bias_term = 1.5 * (2 * y - 1) + rng.normal(0, 1, 3000), 2 * b - 1
+    log_model = log_sigmoid_pair(evidence + bias_term)
+    patch = log_sigmoid_pair(0.6 * evidence + 0.5 * bias_term)
+    prior = np.log([[0.5, 0.5]])
+    fitted = fit_rule_scale(log_model, [patch], prior, y, [b])
+    lowest = int(fitted.gaps[0].argmin())
+    assert fitted.grid[lowest] > 1.7 and fitted.accuracies[0, lowest] < 50
+    assert not fitted.allowed[0, lowest]
+    chosen = fitted.scales[0]
+    assert fitted.allowed[0, list(fitted.grid).index(chosen)]
+    assert fitted.allowed[0, SCALES.index(1.0)]  # the paper's scale is always a candidate
+    fair = remove_log(log_model, scale_rule(patch, prior[0], chosen)).argmax(1)
+    acc, _ = average_accuracy(y, fair, b)
+    floor, se = average_accuracy(y, remove_log(log_model, patch).argmax(1), b)
+    assert acc >= floor - se
 
 
 def test_keep_prior_measures_the_decision_with_the_prior_left_in():

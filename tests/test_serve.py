@@ -181,6 +181,15 @@ def test_healthz(demo, eraser, eraser_dir):
         "input_shape": [4],
         "classes": [0, 1],
         "biases": ["bias"],
+        "strength": 1.0,
+        "rule_scale": [pytest.approx(eraser.rule_scale_[0])],
+        "prior": "balanced",
+        "class_prior": {
+            "bias": {
+                "0": pytest.approx(eraser.class_prior_[0, 0]),
+                "1": pytest.approx(eraser.class_prior_[0, 1]),
+            }
+        },
         "max_rows": serve_module.DEFAULT_MAX_ROWS,
         "max_value": input_bound(eraser.patches_),
         "coalesce": True,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 CACHE_FILE = "http-cache.sqlite3"
 
@@ -38,7 +39,10 @@ class CacheFileError(ValueError):
                 "and rerun: the rows it held will be sent to the model again"
             )
         super().__init__(f"cache file {path}: {problem} ({advice})")
-        self.path = path
+        self.path, self.problem = path, problem
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled by its arguments (Ray, Dask workers)
+        return type(self), (self.path, self.problem)
 
 
 class AnswerCache:

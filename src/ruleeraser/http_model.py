@@ -66,6 +66,9 @@ class HTTPModelError(RuntimeError):
         super().__init__(message)
         self.rows = rows
 
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled by its arguments (Ray, Dask workers)
+        return type(self), (str(self), self.rows)
+
 
 class QueryBudgetExceeded(RuntimeError):
     """Answering would send more rows than the budget allows; nothing was sent."""
@@ -77,6 +80,9 @@ class QueryBudgetExceeded(RuntimeError):
             "nothing was sent (raise the budget, or use a cache that already holds the rows)"
         )
         self.needed, self.budget, self.sent = needed, budget, sent
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.needed, self.budget, self.sent)
 
 
 class QueryInterrupted(KeyboardInterrupt):
@@ -95,6 +101,9 @@ class QueryInterrupted(KeyboardInterrupt):
         )
         self.answered, self.unanswered = answered, unanswered
         self.cached, self.cache = cached, cache
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.answered, self.unanswered, self.cached, self.cache)
 
 
 def _is_url(value: Any) -> bool:

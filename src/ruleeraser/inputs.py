@@ -165,6 +165,30 @@ def check_feature_names(X: Any, fitted: Sequence[str] | None) -> None:
     )
 
 
+def fitted_columns(
+    saved: Sequence[str] | None, given: Sequence[str] | None, option: str = "features"
+) -> list[str]:
+    """The columns an eraser was fitted on (``saved``, its ``feature_names_in_``), in order;
+    ``given`` (the caller's ``option``) is needed for an eraser fitted on arrays, which has
+    no column names, and must otherwise match. ``ValueError`` naming ``option`` if not.
+
+    >>> fitted_columns(["age", "income"], None)
+    ['age', 'income']
+    >>> fitted_columns(None, ["a", "b"])
+    ['a', 'b']
+    """
+    if saved is None:
+        if not given:
+            raise ValueError(
+                f"this eraser was fitted without column names: pass {option}, the model's "
+                "input columns in order"
+            )
+        return list(given)
+    if given and list(given) != list(saved):
+        raise ValueError(f"{option} {list(given)} differ from the eraser's features {list(saved)}")
+    return list(saved)
+
+
 def plain(value: Any) -> Any:
     """Numpy scalars and arrays as JSON values."""
     if isinstance(value, np.ndarray):

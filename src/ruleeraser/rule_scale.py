@@ -12,12 +12,14 @@ equalises the groups: when the bias is not an input, the patch's bias posterior 
 group rules of rows whose group it gets wrong, and the group rules (class-balanced mean
 log-outputs) need not equalise the groups' error rates even for the true group (CelebA
 Blonde: 15 points of EqualOdds left by the paper's patch, 8 by the true groups' rules; see
-``docs/peers.md``). :func:`fit_rule_scale` measures EqualOdds (Eq. 20) of the eraser's
-decision on the calibration rows, with their bias labels, along a grid of ``a_j``, and keeps,
-among the scales within half a standard error of the lowest gap, the one closest to the
-paper's 1 (in the manner of the one-standard-error rule: a gap measured on few rows moves the
-scale only as far as the rows support); (target, bias) groups of fewer than
-:data:`MIN_ROWS` calibration rows are left out of the gap.
+``docs/rule-scale.md``). :func:`fit_rule_scale` measures EqualOdds (Eq. 20) of the eraser's
+decision on the calibration rows, with their bias labels, along a grid of ``a_j``. Only scales
+that keep the average group accuracy within one standard error of the paper's scale's count
+(a gap can always be closed by deciding one class for everyone); among them it keeps, of the
+scales within half a standard error of the lowest gap, the one closest to the paper's 1 (in
+the manner of the one-standard-error rule: a gap measured on few rows moves the scale only as
+far as the rows support); (target, bias) groups of fewer than :data:`MIN_ROWS` calibration
+rows are left out.
 
 Example
 -------
@@ -46,6 +48,9 @@ from ruleeraser.remove import remove_log
 SCALES = tuple(np.round(np.arange(0.0, 3.0 + 1e-9, 0.05), 2))
 #: Scales whose gap is within this share of a standard error of the lowest count as equal.
 SE_SHARE = 0.5
+#: Scales whose average group accuracy falls below the paper's scale's by more than this
+#: many of its standard errors are not considered.
+ACCURACY_SE_SHARE = 1.0
 #: Groups with fewer calibration rows are left out of the gap: one row moves their accuracy by
 #: a tenth or more, and a scale that flips a handful of them does not carry to new rows
 #: (coloured MNIST: 0-3 calibration images per colour-conflicting digit).
@@ -77,6 +82,13 @@ def scale_rule(log_patch: np.ndarray, log_prior: np.ndarray, scale: float) -> np
     return scale * (log_patch - log_prior) + log_prior
 
 
+def _share_variance(acc: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Variance of each group's accuracy share, with one success and one failure added (so
+    that a group of a few rows all right or all wrong still counts as uncertain)."""
+    share = (acc * counts + 1.0) / (counts + 2.0)
+    return share * (1.0 - share) / (counts + 2.0)
+
+
 def equal_odds_gap(
     y: np.ndarray, pred: np.ndarray, bias: np.ndarray, *, min_rows: int = 1
 ) -> tuple[float, float]:
@@ -84,8 +96,7 @@ def equal_odds_gap(
 
     Per target class, the gap between the bias groups of highest and lowest accuracy; the
     mean over classes seen with two bias values or more. The standard error treats each
-    group's accuracy as a binomial share (with one success and one failure added, so that a
-    group of a few rows all right or all wrong still counts as uncertain).
+    group's accuracy as a binomial share.
 
     Parameters
     ----------
@@ -112,13 +123,34 @@ def equal_odds_gap(
         acc, counts = acc[seen] / 100.0, counts[seen]
         order = np.argsort(acc, kind="stable")
         hi, lo = int(order[-1]), int(order[0])  # two distinct groups, even when all tie
-        share = (acc * counts + 1.0) / (counts + 2.0)
-        var = share * (1.0 - share) / (counts + 2.0)
+        var = _share_variance(acc, counts)
         gaps.append(acc[hi] - acc[lo])
         variances.append(var[hi] + var[lo])
     if not gaps:
         return 0.0, 0.0
     return 100.0 * float(np.mean(gaps)), 100.0 * float(np.sqrt(np.sum(variances))) / len(gaps)
+
+
+def average_accuracy(
+    y: np.ndarray, pred: np.ndarray, bias: np.ndarray, *, min_rows: int = 1
+) -> tuple[float, float]:
+    """Average group accuracy (in points) of class indices ``pred`` over the (target, bias)
+    groups of ``min_rows`` rows or more, and its standard error.
+
+    Example
+    -------
+    >>> y, b = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])
+    >>> acc, se = average_accuracy(y, np.array([0, 1, 1, 1]), b)
+    >>> acc, round(se, 1)
+    (75.0, 13.6)
+    """
+    groups = group_accuracy(y, pred, bias)
+    seen = groups.counts >= max(min_rows, 1)
+    if not seen.any():
+        return 0.0, 0.0
+    acc, counts = groups.accuracy[seen] / 100.0, groups.counts[seen]
+    se = np.sqrt(_share_variance(acc, counts).sum()) / len(acc)
+    return 100.0 * float(acc.mean()), 100.0 * float(se)
 
 
 @dataclass(frozen=True)
@@ -131,17 +163,27 @@ class RuleScaleFit:
     grid: the scales tried.
     gaps, errors: per patch, EqualOdds on the calibration rows at each scale of ``grid`` and
         its standard error, in points, ``(n_patches, len(grid))``.
+    accuracies: per patch, the average group accuracy at each scale, in points.
+    allowed: per patch, the scales whose average group accuracy is within
+        ``ACCURACY_SE_SHARE`` standard errors of the paper's scale's.
     """
 
     scales: np.ndarray
     grid: np.ndarray
     gaps: np.ndarray
     errors: np.ndarray
+    accuracies: np.ndarray
+    allowed: np.ndarray
 
 
-def _choose(grid: np.ndarray, gaps: np.ndarray, errors: np.ndarray, se_share: float) -> float:
-    best = int(np.argmin(gaps))
-    near = np.flatnonzero(gaps <= gaps[best] + se_share * errors[best] + 1e-12)
+def _choose(
+    grid: np.ndarray, gaps: np.ndarray, errors: np.ndarray, allowed: np.ndarray, se_share: float
+) -> float:
+    candidates = np.flatnonzero(allowed)
+    if candidates.size == 0:
+        return 1.0
+    best = candidates[int(np.argmin(gaps[candidates]))]
+    near = candidates[gaps[candidates] <= gaps[best] + se_share * errors[best] + 1e-12]
     order = np.lexsort((gaps[near], np.abs(grid[near] - 1.0)))  # closest to 1, then lowest gap
     return float(grid[near[order[0]]])
 
@@ -156,6 +198,7 @@ def fit_rule_scale(
     keep_prior: bool = False,
     grid: Sequence[float] = SCALES,
     se_share: float = SE_SHARE,
+    accuracy_se_share: float = ACCURACY_SE_SHARE,
     min_rows: int = MIN_ROWS,
 ) -> RuleScaleFit:
     """Fit each patch's scale on labelled calibration rows (see the module's docstring).
@@ -174,6 +217,8 @@ def fit_rule_scale(
         Eq. 19's.
     grid: the scales tried.
     se_share: scales within this share of a standard error of the lowest gap count as equal.
+    accuracy_se_share: scales whose average group accuracy falls below the paper's scale's by
+        more than this many of its standard errors are left out.
     min_rows: (target, bias) groups with fewer rows are left out of the gap; with no class
         seen in two such groups every gap is 0 and the scale stays 1.
 
@@ -185,17 +230,24 @@ def fit_rule_scale(
     log_priors = np.asarray(log_priors, dtype=np.float64)
     scales = np.ones(len(log_patches))
     gaps = np.zeros((len(log_patches), len(grid_)))
-    errors = np.zeros_like(gaps)
+    errors, accuracies = np.zeros_like(gaps), np.zeros_like(gaps)
+    allowed = np.ones(gaps.shape, dtype=bool)
+
+    def decide(trial: np.ndarray) -> np.ndarray:
+        scaled = [scale_rule(log_g, log_priors[m], trial[m]) for m, log_g in enumerate(log_patches)]
+        fair = remove_log(log_model, *scaled, log_prior=log_priors if keep_prior else None)
+        return fair.argmax(axis=1)
+
     for j, bias in enumerate(biases):
+        paper = scales.copy()
+        paper[j] = 1.0
+        floor, floor_se = average_accuracy(y, decide(paper), bias, min_rows=min_rows)
         for i, scale in enumerate(grid_):
             trial = scales.copy()
             trial[j] = scale
-            scaled = [
-                scale_rule(log_g, log_priors[m], trial[m]) for m, log_g in enumerate(log_patches)
-            ]
-            fair = remove_log(log_model, *scaled, log_prior=log_priors if keep_prior else None)
-            gaps[j, i], errors[j, i] = equal_odds_gap(
-                y, fair.argmax(axis=1), bias, min_rows=min_rows
-            )
-        scales[j] = _choose(grid_, gaps[j], errors[j], se_share)
-    return RuleScaleFit(scales, grid_, gaps, errors)
+            pred = decide(trial)
+            gaps[j, i], errors[j, i] = equal_odds_gap(y, pred, bias, min_rows=min_rows)
+            accuracies[j, i] = average_accuracy(y, pred, bias, min_rows=min_rows)[0]
+        allowed[j] = accuracies[j] >= floor - accuracy_se_share * floor_se - 1e-9
+        scales[j] = _choose(grid_, gaps[j], errors[j], allowed[j], se_share)
+    return RuleScaleFit(scales, grid_, gaps, errors, accuracies, allowed)

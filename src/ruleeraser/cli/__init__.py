@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -91,6 +93,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         except (ValueError, TypeError, OSError, ImportError) as exc:
             _error(args.command, _with_install_hint(exc))
             return EXIT_USER_ERROR
+
+
+def run() -> None:
+    """The ``ruleeraser`` executable: exit with :func:`main`'s status. After Ctrl-C the exit
+    handlers run (thread pools joined, a local Ray or Dask cluster stopped, temporary files
+    removed) but the interpreter does not tear down every module one by one, which takes
+    most of a second with torch loaded: the user asked to stop, and everything of the run
+    that had to be kept (the answer cache, the files) was closed before :func:`main`
+    returned."""
+    status = main()
+    if status != EXIT_INTERRUPTED:
+        sys.exit(status)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _one_line(text: object) -> str:

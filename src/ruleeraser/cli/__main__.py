@@ -1,7 +1,5 @@
 """``python -m ruleeraser.cli``."""
 
-import sys
+from ruleeraser.cli import run
 
-from ruleeraser.cli import main
-
-sys.exit(main())
+run()

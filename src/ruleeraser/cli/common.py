@@ -159,29 +159,6 @@ def cast_classes(classes: Sequence[str], y: Any) -> list[Any]:
     return list(classes)
 
 
-def eraser_features(eraser: Any, given: Sequence[str] | None) -> list[str]:
-    """The columns the eraser was fitted on, in order (``--features`` for erasers that lack
-    them); ``ValueError`` when ``--features`` differ from the eraser's or are needed.
-
-    >>> from types import SimpleNamespace
-    >>> eraser_features(SimpleNamespace(feature_names_in_=["age", "income"]), None)
-    ['age', 'income']
-    >>> eraser_features(SimpleNamespace(), ["a", "b"])
-    ['a', 'b']
-    """
-    saved = getattr(eraser, "feature_names_in_", None)
-    if saved is None:
-        if not given:
-            raise ValueError(
-                "this eraser was fitted without column names: pass --features in the order "
-                "of its inputs"
-            )
-        return list(given)
-    if given and list(given) != list(saved):
-        raise ValueError(f"--features {list(given)} differ from the eraser's features {saved}")
-    return list(saved)
-
-
 def chunks(args: argparse.Namespace, columns: Sequence[str]) -> Iterator[tuple[int, Any]]:
     """``(first row, chunk)`` over the ``columns`` of ``--data``, ``--chunk-rows`` rows at a
     time, with a progress bar (unless ``--quiet``) that starts once the first chunk is read,
@@ -218,8 +195,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("the deployed model")
     model.add_argument(
         "--model", required=True, metavar="SPEC",
-        help="the model: an http(s):// URL, an .onnx file, a .skops file, or (with "
-        "--allow-pickle) a .pkl/.pickle/.joblib file",
+        help="the model: an http(s):// URL, an .onnx file, a .skops file, a .pt2 file "
+        "(torch.export), or (with --allow-pickle) a .pkl/.pickle/.joblib file",
     )  # fmt: skip
     model.add_argument(
         "--allow-pickle", action="store_true",

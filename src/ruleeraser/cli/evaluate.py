@@ -14,7 +14,6 @@ from ruleeraser.cli.common import (
     add_model_options,
     add_stream_options,
     chunks,
-    eraser_features,
     http_summary,
     opened_model,
     rows_error,
@@ -25,6 +24,7 @@ def run(args: argparse.Namespace) -> int:
     """Stream ``--data`` through the model and the eraser; print the report and write it to
     ``--out`` (report.md, report.json, groups.png). Returns 0."""
     from ruleeraser import Eraser
+    from ruleeraser.inputs import fitted_columns
     from ruleeraser.metrics import report
     from ruleeraser.report_files import (
         plot_groups,
@@ -39,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
         raise FileExistsError(f"--out {out_dir} is a file; the report is a folder")
     with opened_model(args) as model:
         eraser = Eraser.load(args.eraser, model)
-        features = eraser_features(eraser, args.features)
+        features = fitted_columns(
+            getattr(eraser, "feature_names_in_", None), args.features, "--features"
+        )
         biases = list(dict.fromkeys(args.bias or eraser.bias_names_))
         if args.target in biases:
             raise ValueError(f"--target {args.target!r} is also a --bias column")

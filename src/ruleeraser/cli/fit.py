@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
             model,
             rule=args.rule,
             prior=args.prior,
+            rule_scale=args.rule_scale,
             max_epochs=args.max_epochs,
             holdout=args.holdout,
             random_state=args.random_state,
@@ -50,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
         f"classes {eraser.classes_.tolist()}): {queried}"
     )
     print(f"  prior {eraser.prior!r}")
-    for name, values, report, prior in zip(
+    for name, values, report, prior, scale in zip(
         eraser.bias_names_, eraser.bias_values_, eraser.patch_fit_, eraser.class_prior_,
-        strict=True,
+        eraser.rule_scale_, strict=True,
     ):  # fmt: skip
         empty = eraser.empty_cells_[name]
         held = ", ".join(f"{c} {p:.3f}" for c, p in zip(eraser.classes_, prior, strict=True))
@@ -60,10 +61,19 @@ def run(args: argparse.Namespace) -> int:
             f"  bias {name!r} (values {values.tolist()}): patch stopped at epoch "
             f"{report.epochs} (best {report.best_epoch}), held-out loss "
             f"{report.heldout_loss:.4f}; empty (target, bias) cells: {empty or 'none'}; "
-            f"class prior the patch holds: {held}"
+            f"class prior the patch holds: {held}; rule scale {scale:g}"
         )
     print(f"wrote {out} ({time.perf_counter() - start:.1f} s)")
     return 0
+
+
+def rule_scale(text: str) -> str | float:
+    """``--rule-scale``: "fit" or a number (``Eraser`` checks its range).
+
+    >>> rule_scale("fit"), rule_scale("1")
+    ('fit', 1.0)
+    """
+    return text if text == "fit" else float(text)
 
 
 def check_out(out: str | Path, overwrite: bool) -> None:
@@ -132,6 +142,11 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="'keep' (default): remove only the bias-dependent part of the rule, so the "
         "model keeps its own class prior and its overall accuracy; 'balanced': the paper's "
         "Eq. 19, which also removes the class prior and makes the decisions class-balanced",
+    )  # fmt: skip
+    fit.add_argument(
+        "--rule-scale", type=rule_scale, default="fit", metavar="fit|SCALE",
+        help="the size of each patch's bias-dependent part: 'fit' (default) chooses it on the "
+        "calibration rows so that the groups' error rates match; 1 is the paper's patch",
     )  # fmt: skip
     fit.add_argument(
         "--holdout", type=float, default=0.2, metavar="SHARE",

@@ -31,7 +31,7 @@ from ruleeraser.experiments.results import (
     add_jobs_option,
     cell,
     map_jobs,
-    run_and_write,
+    run_with_grid,
     summarise,
 )
 from ruleeraser.experiments.setup import IMAGE_COPIES, fit_two_biases
@@ -247,18 +247,7 @@ def plot(result: dict, path: Path, shown: list[list[np.ndarray]]) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """``ruleeraser reproduce attention``."""
-
-    grid: list = []
-
-    def result(seeds: list[int]) -> dict:
-        measured = run_attention(seeds, jobs=args.jobs, progress=not args.quiet)
-        grid.append(measured.pop("shown"))  # arrays: drawn, not written to the JSON
-        return measured
-
-    def draw(measured: dict, path: Path) -> Path:
-        return plot(measured, path, grid[0])
-
-    return run_and_write(args, "attention", result, to_markdown, f"{args.jobs} process(es)", draw)
+    return run_with_grid(args, "attention", run_attention, to_markdown, plot)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

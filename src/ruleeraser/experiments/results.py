@@ -175,3 +175,25 @@ def run_and_write(
     paths = write_results(rows, args.out, name, to_markdown, plot)
     print(f"wrote {', '.join(map(str, paths))} ({elapsed:.0f} s, {workers})")
     return 0
+
+
+def run_with_grid(
+    args: argparse.Namespace,
+    name: str,
+    measure: Callable[..., dict],
+    to_markdown: Callable[[Any], str],
+    plot: Callable[[dict, Path, Any], Path],
+) -> int:
+    """:func:`run_and_write` for a runner whose result holds ``"shown"``, an image grid that
+    is drawn by ``plot(result, path, grid)`` but not written to the JSON."""
+    grid: list = []
+
+    def result(seeds: list[int]) -> dict:
+        measured = measure(seeds, jobs=args.jobs, progress=not args.quiet)
+        grid.append(measured.pop("shown"))
+        return measured
+
+    def draw(measured: dict, path: Path) -> Path:
+        return plot(measured, path, grid[0])
+
+    return run_and_write(args, name, result, to_markdown, f"{args.jobs} process(es)", draw)

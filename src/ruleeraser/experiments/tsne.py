@@ -25,7 +25,7 @@ from ruleeraser.experiments.results import (
     add_jobs_option,
     cell,
     map_jobs,
-    run_and_write,
+    run_with_grid,
     summarise,
 )
 from ruleeraser.experiments.setup import IMAGE_COPIES, fit_two_biases
@@ -188,17 +188,7 @@ def plot(result: dict, path: Path, shown: dict) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     """``ruleeraser reproduce tsne``."""
-    grid: list = []
-
-    def result(seeds: list[int]) -> dict:
-        measured = run_tsne(seeds, jobs=args.jobs, progress=not args.quiet)
-        grid.append(measured.pop("shown"))  # arrays: drawn, not written to the JSON
-        return measured
-
-    def draw(measured: dict, path: Path) -> Path:
-        return plot(measured, path, grid[0])
-
-    return run_and_write(args, "tsne", result, to_markdown, f"{args.jobs} process(es)", draw)
+    return run_with_grid(args, "tsne", run_tsne, to_markdown, plot)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

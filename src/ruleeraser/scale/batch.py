@@ -16,6 +16,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from ruleeraser.inputs import fitted_columns
+
 PREDICTION = "prediction"
 #: Scorers a worker process keeps loaded (the last ones used), for engines that run tasks.
 CACHE_SIZE = 4
@@ -41,22 +43,6 @@ def output_columns(classes: Sequence[Any], *, keep_original: bool = False) -> li
     names = [str(c) for c in classes]
     columns = [f"proba_{c}" for c in names] + [PREDICTION]
     return columns + ([f"model_proba_{c}" for c in names] if keep_original else [])
-
-
-def feature_columns(eraser: Any, given: Sequence[str] | None) -> list[str]:
-    """The columns the eraser was fitted on, in order; ``given`` only for an eraser fitted
-    on arrays (saved without column names), else it must match the eraser's."""
-    saved = getattr(eraser, "feature_names_in_", None)
-    if saved is None:
-        if not given:
-            raise ValueError(
-                "this eraser was fitted without column names: pass features, the model's "
-                "input columns in order"
-            )
-        return list(given)
-    if given and list(given) != list(saved):
-        raise ValueError(f"features {list(given)} differ from the eraser's features {saved}")
-    return list(saved)
 
 
 def numpy_backed(frame: pd.DataFrame) -> pd.DataFrame:
@@ -184,7 +170,7 @@ class FairScorer:
         self.keys = list(dict.fromkeys(keys))
         self.keep_original = keep_original
         self.job_budget = job_budget
-        self.features = feature_columns(eraser, features)
+        self.features = fitted_columns(getattr(eraser, "feature_names_in_", None), features)
         self.results = output_columns(eraser.classes_, keep_original=keep_original)
         if clash := sorted(set(self.results) & set(self.keys)):
             raise ValueError(f"keys {clash} clash with the output columns")
@@ -337,15 +323,8 @@ def saved_columns(
     from ruleeraser.persist import read_eraser
 
     config, _, _ = read_eraser(eraser)
-    saved = config["features"]
-    if saved is None and not features:
-        raise ValueError(
-            "this eraser was fitted without column names: pass features, the model's input "
-            "columns in order"
-        )
-    if saved is not None and features and list(features) != list(saved):
-        raise ValueError(f"features {list(features)} differ from the eraser's features {saved}")
-    needed = list(dict.fromkeys([*keys, *(saved if saved is not None else features)]))
+    columns = fitted_columns(config["features"], features)
+    needed = list(dict.fromkeys([*keys, *columns]))
     return needed, np.asarray(config["classes"])
 
 

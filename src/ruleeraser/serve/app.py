@@ -20,6 +20,7 @@ from fastapi import FastAPI, HTTPException, Query, Request, Response
 
 from ruleeraser import __version__
 from ruleeraser.eraser import Eraser, check_is_fitted
+from ruleeraser.report_files import prior_in_force
 from ruleeraser.serve.bodies import RequestReader, error_body
 from ruleeraser.serve.bound import input_bound
 from ruleeraser.serve.proxy import Proxy
@@ -184,6 +185,9 @@ def _add_health_route(app: FastAPI, proxy: Proxy, api: ApiModels, bound: float) 
         "input_shape": list(eraser.input_shape_),
         "classes": proxy.classes,
         "biases": list(eraser.bias_names_),
+        "strength": float(eraser.strength),
+        "rule_scale": [float(v) for v in eraser.rule_scale_],
+        **prior_in_force(eraser),
         "max_rows": settings.max_rows,
         "max_value": bound,
         "coalesce": coalesce,

@@ -67,6 +67,14 @@ def _health(Label: Any) -> type[BaseModel]:
         input_shape: list[int]
         classes: list[Label]  # type: ignore[valid-type]
         biases: list[str]
+        strength: float = Field(description="how much of the patches' rule is subtracted")
+        rule_scale: list[float] = Field(
+            description="per bias, the scale of its patch's bias-dependent part"
+        )
+        prior: str = Field(description="'balanced' (Eq. 19) or 'keep' (the class prior kept)")
+        class_prior: dict[str, dict[str, float]] | None = Field(
+            description="per bias, each class's share in the prior its patch holds"
+        )
         max_rows: int
         max_value: float = Field(description="largest |value| an instance may hold")
         coalesce: bool = Field(description="concurrent requests share upstream calls")
