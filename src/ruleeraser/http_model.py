@@ -66,7 +66,7 @@ class HTTPModelError(RuntimeError):
         super().__init__(message)
         self.rows = rows
 
-    def __reduce__(self) -> tuple[Any, ...]:  # pickled by its arguments (Ray, Dask workers)
+    def __reduce__(self) -> tuple[Any, ...]:  # by its arguments: Ray and Dask pickle errors
         return type(self), (str(self), self.rows)
 
 
@@ -92,10 +92,9 @@ class QueryInterrupted(KeyboardInterrupt):
     ``cache`` (None: no cache)."""
 
     def __init__(self, answered: int, unanswered: int, cached: int, cache: Path | None) -> None:
+        kept = f"{cached} rows cached in {cache}: a rerun with this cache sends only the rest"
         if cache is None:
             kept = "no cache_dir, so a rerun sends them again"
-        else:
-            kept = f"{cached} rows cached in {cache}: a rerun with this cache sends only the rest"
         super().__init__(
             f"stopped sending to the model; {answered} rows answered, {unanswered} not ({kept})"
         )

@@ -13,11 +13,8 @@ from ruleeraser.http_model import QueryBudgetExceeded
 
 
 class JobBudgetExceeded(QueryBudgetExceeded):
-    """The job's row budget would be overrun; nothing was sent. Unlike its base class it
-    pickles, so that it reaches the driver intact from the worker that met it."""
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.needed, self.budget, self.sent)
+    """The job's row budget would be overrun; nothing was sent (it pickles, as its base
+    class does, so it reaches the driver intact from the worker that met it)."""
 
 
 class BudgetKeeper:
