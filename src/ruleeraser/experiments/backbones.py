@@ -76,7 +76,7 @@ BACKBONE_NAMES = {
 METHODS = ("none", "eraser", "oracle")
 HELP = (
     "Table V: deployed models of different architectures (CNN, ResNet-18, ViT; MLP, gradient "
-    "boosting, logistic regression), before and after the Eraser (about 25 minutes on 2 cores "
+    "boosting, logistic regression), before and after the Eraser (about 16 minutes on 2 cores "
     "with 3 seeds)"
 )
 DESCRIPTION = __doc__.split("\n\n")[1]
