@@ -99,6 +99,21 @@ def test_onnx_matches_scikit_learn(model, data, tmp_path):
         load_model(tmp_path / "mFalse.onnx", output_name="label")
 
 
+def test_onnx_threads_set_the_session_and_apply_to_onnx_only(model, data, tmp_path):
+    from skl2onnx import to_onnx
+
+    X, _ = data
+    path = tmp_path / "m.onnx"
+    path.write_bytes(to_onnx(model, X[:1], options={"zipmap": False}).SerializeToString())
+    box = load_model(path, threads=1)
+    options = box.fn.session.get_session_options()
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (1, 1)
+    np.testing.assert_allclose(box(X), model.predict_proba(X), atol=1e-5)
+    for other in ("http://127.0.0.1:9/predict", tmp_path / "m.skops"):
+        with pytest.raises(ValueError, match="threads applies to ONNX files"):
+            load_model(other, threads=1)
+
+
 def test_bad_specs(tmp_path, model):
     sio.dump(model, tmp_path / "m.skops")
     with pytest.raises(ValueError, match="cannot tell what model"):

@@ -65,6 +65,7 @@ def load_model(
     output: Output = "proba",
     output_name: str | None = None,
     classes: Sequence[Any] | None = None,
+    threads: int | None = None,
     **http_options: Any,
 ) -> BlackBox:
     """The model at ``spec`` as a :class:`~ruleeraser.BlackBox`.
@@ -81,6 +82,8 @@ def load_model(
         there are several.
     classes: the labels of the output columns (URL and ONNX; a scikit-learn model knows its
         ``classes_``).
+    threads: an ONNX session's compute threads (None: onnxruntime's default, one per core;
+        a scale-out worker, which is one core, takes 1).
     http_options: options of :class:`~ruleeraser.http_model.HTTPModel` (URL only).
 
     Returns
@@ -94,6 +97,8 @@ def load_model(
     classifier. ValueError: options that do not apply to this kind of model.
     """
     spec = str(spec)
+    if threads is not None and not spec.lower().endswith(".onnx"):
+        raise ValueError(f"threads applies to ONNX files, not to {spec}")
     if spec.startswith(("http://", "https://")):
         from ruleeraser.http_model import HTTPModel
 
@@ -117,7 +122,7 @@ def load_model(
         )
     check_model_file(path)
     if suffix == ".onnx":
-        fn = ONNXModel(path, output_name=output_name)
+        fn = ONNXModel(path, output_name=output_name, threads=threads)
         return BlackBox(fn, output=output, classes=classes)
     if output_name is not None:
         raise ValueError("output_name applies to ONNX files and kserve-v2 URLs")
@@ -242,6 +247,7 @@ class ONNXModel:
     ----------
     path: the ``.onnx`` file; :class:`ModelFileError` when onnxruntime cannot read it.
     output_name: the output tensor to return, needed when there are several.
+    threads: the session's compute threads; None: onnxruntime's default (one per core).
 
     Attributes
     ----------
@@ -250,7 +256,9 @@ class ONNXModel:
     output_name: the output returned.
     """
 
-    def __init__(self, path: str | Path, *, output_name: str | None = None) -> None:
+    def __init__(
+        self, path: str | Path, *, output_name: str | None = None, threads: int | None = None
+    ) -> None:
         try:
             import onnxruntime
         except ImportError as exc:  # pragma: no cover - depends on the installed extras
@@ -259,8 +267,11 @@ class ONNXModel:
             ) from exc
         self.path = Path(path)
         with _reading(self.path, "ONNX model"):
+            options = onnxruntime.SessionOptions()
+            if threads is not None:
+                options.intra_op_num_threads = options.inter_op_num_threads = threads
             self.session = onnxruntime.InferenceSession(
-                str(self.path), providers=["CPUExecutionProvider"]
+                str(self.path), options, providers=["CPUExecutionProvider"]
             )
         inputs = self.session.get_inputs()
         if len(inputs) != 1:

@@ -133,6 +133,8 @@ class FairScorer:
         from ruleeraser.eraser import Eraser
         from ruleeraser.model_files import load_model
 
+        if str(model).lower().endswith(".onnx"):  # a worker is one core (as Ray and Dask set)
+            model_options.setdefault("threads", 1)
         loaded = load_model(model, **model_options)
         try:
             self._setup(Eraser.load(eraser, loaded), keys, features, keep_original, job_budget)
