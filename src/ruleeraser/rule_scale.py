@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ruleeraser.metrics import group_accuracy
+from ruleeraser.metrics import GroupAccuracy, group_accuracy
 from ruleeraser.remove import remove_log
 
 #: The scales tried: 0 (only the class prior removed) to 3 by 0.05.
@@ -114,7 +114,10 @@ def equal_odds_gap(
     >>> gap, round(se, 1)
     (50.0, 27.2)
     """
-    groups = group_accuracy(y, pred, bias)
+    return _gap(group_accuracy(y, pred, bias), min_rows)
+
+
+def _gap(groups: GroupAccuracy, min_rows: int) -> tuple[float, float]:
     gaps, variances = [], []
     for acc, counts in zip(groups.accuracy, groups.counts, strict=True):
         seen = counts >= max(min_rows, 1)
@@ -144,7 +147,10 @@ def average_accuracy(
     >>> acc, round(se, 1)
     (75.0, 13.6)
     """
-    groups = group_accuracy(y, pred, bias)
+    return _average(group_accuracy(y, pred, bias), min_rows)
+
+
+def _average(groups: GroupAccuracy, min_rows: int) -> tuple[float, float]:
     seen = groups.counts >= max(min_rows, 1)
     if not seen.any():
         return 0.0, 0.0
@@ -245,9 +251,9 @@ def fit_rule_scale(
         for i, scale in enumerate(grid_):
             trial = scales.copy()
             trial[j] = scale
-            pred = decide(trial)
-            gaps[j, i], errors[j, i] = equal_odds_gap(y, pred, bias, min_rows=min_rows)
-            accuracies[j, i] = average_accuracy(y, pred, bias, min_rows=min_rows)[0]
+            groups = group_accuracy(y, decide(trial), bias)  # once for both measures
+            gaps[j, i], errors[j, i] = _gap(groups, min_rows)
+            accuracies[j, i] = _average(groups, min_rows)[0]
         allowed[j] = accuracies[j] >= floor - accuracy_se_share * floor_se - 1e-9
         scales[j] = _choose(grid_, gaps[j], errors[j], allowed[j], se_share)
     return RuleScaleFit(scales, grid_, gaps, errors, accuracies, allowed)

@@ -73,13 +73,11 @@ def rows_body(parts: Sequence[str | bytes], path: str = INSTANCES) -> bytes:
     """
     keys = path.split(".")
     pieces = ["".join("{" + json.dumps(key) + ":" for key in keys).encode() + b"["]
-    for part in parts:  # one copy of the rows in all: wide rows make bodies of megabytes
-        pieces += (part.encode() if isinstance(part, str) else part, b",")
-    close = b"]" + b"}" * len(keys)
-    if parts:
-        pieces[-1] = close  # the last comma
-    else:
-        pieces.append(close)
+    for i, part in enumerate(parts):  # one copy of the rows in all: wide rows make MB bodies
+        if i:
+            pieces.append(b",")
+        pieces.append(part.encode() if isinstance(part, str) else part)
+    pieces.append(b"]" + b"}" * len(keys))
     return b"".join(pieces)
 
 
