@@ -15,6 +15,7 @@ from scale_data import PROBA, ModelServer, check_output, make_setup
 from ruleeraser.http_model import QueryBudgetExceeded
 from ruleeraser.model_files import load_skops
 from ruleeraser.scale import fair_predict_dask, predict_dataset
+from ruleeraser.scale.dask_engine import dask_client
 
 dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
@@ -142,3 +143,15 @@ def test_a_local_cluster_is_started_and_stopped(setup, tmp_path):
     )  # fmt: skip
     assert result.written == 1 and len(result.peak_mb) == 2  # one worker and this process
     check_output(pd.read_parquet(tmp_path / "out"), table.iloc[25_000:50_000], fair[25_000:50_000])
+
+
+def test_the_local_cluster_keeps_glibcs_malloc_thresholds(monkeypatch):
+    # Dask gives its workers MALLOC_TRIM_THRESHOLD_=65536 unless told otherwise; with it,
+    # every batch's freed buffers go back to the OS (a third of the scoring's speed, see
+    # docs/scale.md). The cluster the job starts leaves glibc's default.
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    dask = pytest.importorskip("dask")
+    assert "MALLOC_TRIM_THRESHOLD_" in dask.config.get("distributed.nanny.pre-spawn-environ")
+    with dask_client(None, 1) as client:
+        seen = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    assert list(seen.values()) == [None]

@@ -26,6 +26,9 @@ from ruleeraser.scale.batch import (
 from ruleeraser.scale.budget import BudgetKeeper, DaskBudget, split_budget
 from ruleeraser.scale.dataset import Partition, write_partition
 
+# Dask's setting for the environment its nanny gives a worker process before starting it.
+_TRIM_THRESHOLD = "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_"
+
 
 def _distributed() -> Any:
     try:
@@ -99,8 +102,14 @@ def score_partition(frame: pd.DataFrame, spec: dict[str, Any], job_budget: RowBu
 @contextmanager
 def dask_client(address: str | None, workers: int | None) -> Iterator[Any]:
     """A ``distributed.Client``: of the scheduler at ``address``, or of a local cluster of
-    ``workers`` single-threaded worker processes on loopback, started here and closed after."""
+    ``workers`` single-threaded worker processes on loopback, started here and closed after.
+
+    The local cluster's workers keep glibc's own malloc thresholds: Dask's default
+    ``MALLOC_TRIM_THRESHOLD_=65536`` hands every freed batch buffer back to the operating
+    system, so each batch's buffers are page-faulted in anew (docs/scale.md)."""
     distributed = _distributed()
+    import dask
+
     if address:
         if workers is not None:
             raise ValueError(
@@ -111,6 +120,7 @@ def dask_client(address: str | None, workers: int | None) -> Iterator[Any]:
             yield client
         return
     with (
+        dask.config.set({_TRIM_THRESHOLD: None}),
         distributed.LocalCluster(
             n_workers=workers or 1,
             threads_per_worker=1,
