@@ -894,6 +894,12 @@ def test_the_fast_reader_reads_what_the_schema_reads(body):
         (b'{"instances": [[[1], [2]], [3, 4]]}', 422, "instances[0][0]: Input should be a valid"),
         (b'{"instances": [[1, 2, 3], [4]]}', 422, "must hold 2 numbers"),
         (b'{"instances": [[1, true]]}', 422, "instances[0][1]: Input should be a valid number"),
+        (b'{"instances": [[1, null]]}', 422, "instances[0][1]: Input should be a valid number"),
+        (b'{"instances": [[1, {}]]}', 422, "instances[0][1]: Input should be a valid number"),
+        (b'{"instances": [[1, "]"]]}', 422, "instances[0][1]: Input should be a valid number"),
+        # as many numbers as the width, one of them in an array of its own
+        (b'{"instances": [[[], [1, 2]]]}', 422, "instances[0][0]: Input should be a valid"),
+        (b'{"instances": [[1, 2]], "instances": [[3, 4], [5]]}', 422, "must hold 2 numbers"),
         (b'{"instances": [[1, 2]], "instances": [[1, "2"]]}', 422, "valid number"),
         (b'{"instances": [[1, 2e30]]}', 422, "less than or equal to 1e+30"),
         (b'{"instances": [[1, 1e999]]}', 422, "finite number"),
