@@ -31,6 +31,7 @@ Usage::
     python benchmarks/class_prior.py --seeds 0 1 2 --report docs/prior-report
     python benchmarks/class_prior.py --seeds 0 1 2 --balanced
     python benchmarks/class_prior.py --seeds 0 1 2 --datasets adult --scan
+    python benchmarks/class_prior.py --seeds 0 1 2 --datasets adult --scan --calibration-rows 12000
 """
 
 from __future__ import annotations
@@ -60,12 +61,13 @@ METHODS = ("model", "balanced", "keep", "keep:labels", "keep:model-mean", "keep,
 TRAIN_ROWS, CALIBRATION_ROWS = 12_000, 3_000
 
 
-def ordinary_split(data, seed: int):
-    """12,000 training, 3,000 calibration and the remaining test rows, stratified by (y, b)."""
+def ordinary_split(data, seed: int, calibration_rows: int = CALIBRATION_ROWS):
+    """12,000 training, ``calibration_rows`` (3,000) calibration and the remaining test rows,
+    stratified by (y, b)."""
     rows = np.arange(len(data.y))
     strata = data.y * len(data.bias_labels) + data.bias
     rest, test = train_test_split(
-        rows, train_size=TRAIN_ROWS + CALIBRATION_ROWS, random_state=seed, stratify=strata
+        rows, train_size=TRAIN_ROWS + calibration_rows, random_state=seed, stratify=strata
     )
     train, calib = train_test_split(
         rest, train_size=TRAIN_ROWS, random_state=seed, stratify=strata[rest]
@@ -197,8 +199,8 @@ def run_balanced(name: str, seeds: list[int]) -> dict[str, dict]:
     return runs
 
 
-def _fit_plain(data, seed: int):
-    train, calib, test = ordinary_split(data, seed)
+def _fit_plain(data, seed: int, calibration_rows: int):
+    train, calib, test = ordinary_split(data, seed, calibration_rows)
     model = HistGradientBoostingClassifier(random_state=seed).fit(train[0], train[1])
     eraser = Eraser(model, random_state=seed, rule_scale=1.0)
     return eraser.fit(calib[0], calib[1], bias=calib[2]), calib, test
@@ -221,7 +223,7 @@ def _keep_grid(eraser: Eraser, rows, logs=None) -> tuple[object, dict]:
 GRID = [(s, p) for s in (0.1, 0.25, 0.5, 0.75, 1.0, 1.25) for p in np.arange(0.02, 0.99, 0.04)]
 
 
-def scan(name: str, seeds: list[int]) -> None:
+def scan(name: str, seeds: list[int], calibration_rows: int) -> None:
     """Whether any strength and prior of this removal reaches a bias cut: keep's EqualOdds
     over :data:`GRID` with the patch and with each row's true group rule (the first seed),
     the least bias within 1.5 points of the model's overall accuracy on the test rows (a
@@ -229,7 +231,7 @@ def scan(name: str, seeds: list[int]) -> None:
     rows (least bias within 1 point of the model's accuracy there), measured on the test rows."""
     data = load_dataset(name)
     for seed in seeds:
-        eraser, calib, test = _fit_plain(data, seed)
+        eraser, calib, test = _fit_plain(data, seed, calibration_rows)
         rules = np.log(eraser.distillations_[0].group_rules)
         before, patch = _keep_grid(eraser, test)
         _, oracle = _keep_grid(eraser, test, logs=lambda b, r=rules: [r[b]])
@@ -307,11 +309,15 @@ def main() -> None:
         "--scan", action="store_true",
         help="instead, scan strengths and priors of keep (the grid on the first seed)",
     )  # fmt: skip
+    parser.add_argument(
+        "--calibration-rows", type=int, default=CALIBRATION_ROWS,
+        help="with --scan: calibration rows (default 3000; the test rows are what is left)",
+    )  # fmt: skip
     args = parser.parse_args()
     warnings.simplefilter("ignore", UserWarning)
     if args.scan:
         for name in args.datasets:
-            scan(name, args.seeds)
+            scan(name, args.seeds, args.calibration_rows)
         return
     if args.balanced:
         for name in ("compas", "lsac"):
