@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from scale_predict import FEATURES, build, compas_rows  # noqa: E402
 
 TRIM = "MALLOC_TRIM_THRESHOLD_"
-DASK_TRIM = f"distributed.nanny.pre-spawn-environ.{TRIM}"
 
 
 def batch_ms(root: str, calls: int, rows: int = 65_536) -> float:
@@ -43,16 +42,20 @@ def batch_ms(root: str, calls: int, rows: int = 65_536) -> float:
 
 
 def in_dask(root: str, calls: int, trim: bool) -> float:
-    import dask
+    """In a worker of Dask's own local cluster (``trim``: Dask's default environment) or of
+    the one the job starts (:func:`~ruleeraser.scale.dask_engine.dask_client`)."""
     import distributed
 
-    with (
-        dask.config.set({} if trim else {DASK_TRIM: None}),
-        distributed.LocalCluster(
+    from ruleeraser.scale.dask_engine import dask_client
+
+    cluster = (
+        distributed.Client(
             n_workers=1, threads_per_worker=1, host="127.0.0.1", dashboard_address=None
-        ) as cluster,
-        distributed.Client(cluster) as client,
-    ):
+        )
+        if trim
+        else dask_client(None, 1)
+    )
+    with cluster as client:
         client.run(sys.path.insert, 0, str(Path(__file__).parent))
         return client.submit(batch_ms, root, calls, pure=False).result()
 

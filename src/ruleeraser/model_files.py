@@ -58,6 +58,16 @@ _ONNX_DTYPES = {
 }
 
 
+def takes_threads(spec: str | Path) -> bool:
+    """Whether :func:`load_model`'s ``threads`` applies to the model at ``spec`` (an ONNX
+    file: onnxruntime keeps a thread pool of its own).
+
+    >>> takes_threads("model.ONNX"), takes_threads("model.skops")
+    (True, False)
+    """
+    return str(spec).lower().endswith(".onnx")
+
+
 def load_model(
     spec: str | Path,
     *,
@@ -97,7 +107,7 @@ def load_model(
     classifier. ValueError: options that do not apply to this kind of model.
     """
     spec = str(spec)
-    if threads is not None and not spec.lower().endswith(".onnx"):
+    if threads is not None and not takes_threads(spec):
         raise ValueError(f"threads applies to ONNX files, not to {spec}")
     if spec.startswith(("http://", "https://")):
         from ruleeraser.http_model import HTTPModel

@@ -131,9 +131,9 @@ class FairScorer:
         **model_options: Any,
     ) -> None:
         from ruleeraser.eraser import Eraser
-        from ruleeraser.model_files import load_model
+        from ruleeraser.model_files import load_model, takes_threads
 
-        if str(model).lower().endswith(".onnx"):  # a worker is one core (as Ray and Dask set)
+        if takes_threads(model):  # a worker is one core (as Ray and Dask set)
             model_options.setdefault("threads", 1)
         loaded = load_model(model, **model_options)
         try:
