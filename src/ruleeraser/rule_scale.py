@@ -90,7 +90,12 @@ def _share_variance(acc: np.ndarray, counts: np.ndarray) -> np.ndarray:
 
 
 def equal_odds_gap(
-    y: np.ndarray, pred: np.ndarray, bias: np.ndarray, *, min_rows: int = 1
+    y: np.ndarray,
+    pred: np.ndarray,
+    bias: np.ndarray,
+    *,
+    min_rows: int = 1,
+    pool_small: bool = False,
 ) -> tuple[float, float]:
     """EqualOdds (Eq. 20, in points) of class indices ``pred`` and its standard error.
 
@@ -102,6 +107,10 @@ def equal_odds_gap(
     ----------
     y, pred, bias: target, decision and bias indices ``(n,)``.
     min_rows: (target, bias) groups with fewer rows are left out.
+    pool_small: instead, each class's groups of fewer than ``min_rows`` rows are pooled into
+        one group, kept when it has ``min_rows`` rows (a bias of many values: coloured MNIST's
+        nine colours that conflict with a digit, a few calibration images each, become one
+        group of "conflicting" images beside the aligned one).
 
     Returns
     -------
@@ -113,17 +122,41 @@ def equal_odds_gap(
     >>> gap, se = equal_odds_gap(y, np.array([0, 1, 1, 1]), b)
     >>> gap, round(se, 1)
     (50.0, 27.2)
+    >>> y, b = np.zeros(6, int), np.array([0, 0, 1, 2, 3, 3])  # one class, four bias values
+    >>> pred = np.array([0, 0, 1, 1, 0, 1])  # right on 2 of 2, 0 of 1, 0 of 1, 1 of 2
+    >>> equal_odds_gap(y, pred, b, min_rows=2)[0]  # biases 1 and 2 left out: 100 - 50
+    50.0
+    >>> equal_odds_gap(y, pred, b, min_rows=2, pool_small=True)[0]  # pooled: 0 of 2
+    100.0
     """
-    return _gap(group_accuracy(y, pred, bias), min_rows)
+    return _gap(group_accuracy(y, pred, bias), min_rows, pool_small)
 
 
-def _gap(groups: GroupAccuracy, min_rows: int) -> tuple[float, float]:
-    gaps, variances = [], []
+def _class_groups(
+    groups: GroupAccuracy, min_rows: int, pool_small: bool
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per target class, the accuracy shares and sizes of its groups of ``min_rows`` rows or
+    more, and with ``pool_small`` one more: its smaller groups pooled, if they hold as many."""
+    out = []
+    floor = max(min_rows, 1)
     for acc, counts in zip(groups.accuracy, groups.counts, strict=True):
-        seen = counts >= max(min_rows, 1)
-        if seen.sum() < 2:
+        share = np.nan_to_num(acc) / 100.0
+        big = counts >= floor
+        small = (counts > 0) & ~big
+        shares, sizes = share[big], counts[big].astype(np.float64)
+        pooled = counts[small].sum()
+        if pool_small and pooled >= floor:
+            shares = np.append(shares, (share[small] * counts[small]).sum() / pooled)
+            sizes = np.append(sizes, pooled)
+        out.append((shares, sizes))
+    return out
+
+
+def _gap(groups: GroupAccuracy, min_rows: int, pool_small: bool = False) -> tuple[float, float]:
+    gaps, variances = [], []
+    for acc, counts in _class_groups(groups, min_rows, pool_small):
+        if acc.size < 2:
             continue
-        acc, counts = acc[seen] / 100.0, counts[seen]
         order = np.argsort(acc, kind="stable")
         hi, lo = int(order[-1]), int(order[0])  # two distinct groups, even when all tie
         var = _share_variance(acc, counts)
@@ -135,10 +168,16 @@ def _gap(groups: GroupAccuracy, min_rows: int) -> tuple[float, float]:
 
 
 def average_accuracy(
-    y: np.ndarray, pred: np.ndarray, bias: np.ndarray, *, min_rows: int = 1
+    y: np.ndarray,
+    pred: np.ndarray,
+    bias: np.ndarray,
+    *,
+    min_rows: int = 1,
+    pool_small: bool = False,
 ) -> tuple[float, float]:
     """Average group accuracy (in points) of class indices ``pred`` over the (target, bias)
-    groups of ``min_rows`` rows or more, and its standard error.
+    groups of ``min_rows`` rows or more (with ``pool_small``, each class's smaller groups
+    pooled as in :func:`equal_odds_gap`), and its standard error.
 
     Example
     -------
@@ -147,14 +186,15 @@ def average_accuracy(
     >>> acc, round(se, 1)
     (75.0, 13.6)
     """
-    return _average(group_accuracy(y, pred, bias), min_rows)
+    return _average(group_accuracy(y, pred, bias), min_rows, pool_small)
 
 
-def _average(groups: GroupAccuracy, min_rows: int) -> tuple[float, float]:
-    seen = groups.counts >= max(min_rows, 1)
-    if not seen.any():
+def _average(groups: GroupAccuracy, min_rows: int, pool_small: bool = False) -> tuple[float, float]:
+    per_class = _class_groups(groups, min_rows, pool_small)
+    acc = np.concatenate([shares for shares, _ in per_class])
+    if acc.size == 0:
         return 0.0, 0.0
-    acc, counts = groups.accuracy[seen] / 100.0, groups.counts[seen]
+    counts = np.concatenate([sizes for _, sizes in per_class])
     se = np.sqrt(_share_variance(acc, counts).sum()) / len(acc)
     return 100.0 * float(acc.mean()), 100.0 * float(se)
 
@@ -206,6 +246,7 @@ def fit_rule_scale(
     se_share: float = SE_SHARE,
     accuracy_se_share: float = ACCURACY_SE_SHARE,
     min_rows: int = MIN_ROWS,
+    pool_small: bool = False,
 ) -> RuleScaleFit:
     """Fit each patch's scale on labelled calibration rows (see the module's docstring).
 
@@ -227,6 +268,8 @@ def fit_rule_scale(
         more than this many of its standard errors are left out.
     min_rows: (target, bias) groups with fewer rows are left out of the gap; with no class
         seen in two such groups every gap is 0 and the scale stays 1.
+    pool_small: pool each class's groups of fewer than ``min_rows`` rows into one instead
+        (:func:`equal_odds_gap`).
 
     Returns
     -------
@@ -247,13 +290,15 @@ def fit_rule_scale(
     for j, bias in enumerate(biases):
         paper = scales.copy()
         paper[j] = 1.0
-        floor, floor_se = average_accuracy(y, decide(paper), bias, min_rows=min_rows)
+        floor, floor_se = average_accuracy(
+            y, decide(paper), bias, min_rows=min_rows, pool_small=pool_small
+        )
         for i, scale in enumerate(grid_):
             trial = scales.copy()
             trial[j] = scale
             groups = group_accuracy(y, decide(trial), bias)  # once for both measures
-            gaps[j, i], errors[j, i] = _gap(groups, min_rows)
-            accuracies[j, i] = _average(groups, min_rows)[0]
+            gaps[j, i], errors[j, i] = _gap(groups, min_rows, pool_small)
+            accuracies[j, i] = _average(groups, min_rows, pool_small)[0]
         allowed[j] = accuracies[j] >= floor - accuracy_se_share * floor_se - 1e-9
         scales[j] = _choose(grid_, gaps[j], errors[j], allowed[j], se_share)
     return RuleScaleFit(scales, grid_, gaps, errors, accuracies, allowed)
