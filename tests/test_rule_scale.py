@@ -289,3 +289,17 @@ def test_pooling_changes_nothing_when_every_group_is_large():
     pooled = fit_rule_scale(log_model, [half], prior, y, [b], pool_small=True)
     np.testing.assert_array_equal(plain.gaps, pooled.gaps)
     assert plain.scales[0] == pooled.scales[0]
+
+
+def test_small_groups_are_pooled_only_beside_a_large_one():
+    y, pred = np.zeros(24, int), np.r_[np.zeros(12, int), np.ones(12, int)]  # 12 right first
+    three = np.repeat([0, 1, 2], [6, 6, 12])  # two small groups (right) beside a large one
+    assert equal_odds_gap(y, pred, three, min_rows=10) == (0.0, 0.0)  # one group is left
+    assert equal_odds_gap(y, pred, three, min_rows=10, pool_small=True)[0] == 100.0
+    binary = np.repeat([0, 1], [6, 18])  # one small group alone is never pooled
+    assert equal_odds_gap(y, pred, binary, min_rows=10, pool_small=True) == (0.0, 0.0)
+    two_small = np.repeat([0, 1], [6, 6])  # nothing large to pool beside
+    assert average_accuracy(y[:12], pred[:12], two_small, min_rows=10, pool_small=True) == (
+        0.0,
+        0.0,
+    )

@@ -108,9 +108,10 @@ def equal_odds_gap(
     y, pred, bias: target, decision and bias indices ``(n,)``.
     min_rows: (target, bias) groups with fewer rows are left out.
     pool_small: instead, each class's groups of fewer than ``min_rows`` rows are pooled into
-        one group, kept when it has ``min_rows`` rows (a bias of many values: coloured MNIST's
-        nine colours that conflict with a digit, a few calibration images each, become one
-        group of "conflicting" images beside the aligned one).
+        one group, kept when it has ``min_rows`` rows and the class has a group of that many
+        (a bias of many values: coloured MNIST's nine colours that conflict with a digit, a few
+        calibration images each, become one group of "conflicting" images beside the aligned
+        one). A binary bias is measured as without it.
 
     Returns
     -------
@@ -136,7 +137,8 @@ def _class_groups(
     groups: GroupAccuracy, min_rows: int, pool_small: bool
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per target class, the accuracy shares and sizes of its groups of ``min_rows`` rows or
-    more, and with ``pool_small`` one more: its smaller groups pooled, if they hold as many."""
+    more, and with ``pool_small`` one more beside them: its smaller groups pooled, if they hold
+    as many (one small group alone never does, so a binary bias is unchanged)."""
     out = []
     floor = max(min_rows, 1)
     for acc, counts in zip(groups.accuracy, groups.counts, strict=True):
@@ -145,7 +147,7 @@ def _class_groups(
         small = (counts > 0) & ~big
         shares, sizes = share[big], counts[big].astype(np.float64)
         pooled = counts[small].sum()
-        if pool_small and pooled >= floor:
+        if pool_small and big.any() and pooled >= floor:
             shares = np.append(shares, (share[small] * counts[small]).sum() / pooled)
             sizes = np.append(sizes, pooled)
         out.append((shares, sizes))
