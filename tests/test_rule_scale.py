@@ -265,8 +265,8 @@ def test_pooling_the_small_groups_of_a_many_valued_bias_sizes_the_rule():
     log_model = z - np.logaddexp.reduce(z, axis=1, keepdims=True)
     half = log_proba(softmax(1.5 * np.eye(3)[b]))  # a patch that sees half the bias term
     uniform = np.log(np.full((1, 3), 1 / 3))
-    left_out = fit_rule_scale(log_model, [half], uniform, y, [b])
-    pooled = fit_rule_scale(log_model, [half], uniform, y, [b], pool_small=True)
+    left_out = fit_rule_scale(log_model, [half], uniform, y, [b], pool_small=False)
+    pooled = fit_rule_scale(log_model, [half], uniform, y, [b])  # the default
     assert left_out.scales[0] == 1.0 and not left_out.gaps.any()  # no class with two groups
     assert 1.5 <= pooled.scales[0] <= 2.5  # the half-sized rule is scaled up towards 2
     # on new rows, the pooled fit's scale shrinks the aligned / conflicting gap
@@ -285,8 +285,8 @@ def test_pooling_changes_nothing_when_every_group_is_large():
     log_model, y, b = rows(4000, 3)
     half = log_sigmoid_pair(0.5 * (2 * b - 1))
     prior = np.log([[0.5, 0.5]])
-    plain = fit_rule_scale(log_model, [half], prior, y, [b])
-    pooled = fit_rule_scale(log_model, [half], prior, y, [b], pool_small=True)
+    plain = fit_rule_scale(log_model, [half], prior, y, [b], pool_small=False)
+    pooled = fit_rule_scale(log_model, [half], prior, y, [b])
     np.testing.assert_array_equal(plain.gaps, pooled.gaps)
     assert plain.scales[0] == pooled.scales[0]
 

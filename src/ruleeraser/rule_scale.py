@@ -18,8 +18,10 @@ that keep the average group accuracy within one standard error of the paper's sc
 (a gap can always be closed by deciding one class for everyone); among them it keeps, of the
 scales within half a standard error of the lowest gap, the one closest to the paper's 1 (in
 the manner of the one-standard-error rule: a gap measured on few rows moves the scale only as
-far as the rows support); (target, bias) groups of fewer than :data:`MIN_ROWS` calibration
-rows are left out.
+far as the rows support). A class's (target, bias) groups of fewer than :data:`MIN_ROWS`
+calibration rows are pooled into one beside its larger groups (a bias of many values: the
+colours that conflict with a digit, a few images each, count as one "conflicting" group), and
+left out when they are too few even pooled.
 
 Example
 -------
@@ -51,9 +53,10 @@ SE_SHARE = 0.5
 #: Scales whose average group accuracy falls below the paper's scale's by more than this
 #: many of its standard errors are not considered.
 ACCURACY_SE_SHARE = 1.0
-#: Groups with fewer calibration rows are left out of the gap: one row moves their accuracy by
+#: Groups with fewer calibration rows are not measured alone: one row moves their accuracy by
 #: a tenth or more, and a scale that flips a handful of them does not carry to new rows
-#: (coloured MNIST: 0-3 calibration images per colour-conflicting digit).
+#: (coloured MNIST: a few calibration images per colour-conflicting digit); a class's small
+#: groups are pooled into one, measured when it holds as many.
 MIN_ROWS = 10
 
 
@@ -248,7 +251,7 @@ def fit_rule_scale(
     se_share: float = SE_SHARE,
     accuracy_se_share: float = ACCURACY_SE_SHARE,
     min_rows: int = MIN_ROWS,
-    pool_small: bool = False,
+    pool_small: bool = True,
 ) -> RuleScaleFit:
     """Fit each patch's scale on labelled calibration rows (see the module's docstring).
 
@@ -270,8 +273,8 @@ def fit_rule_scale(
         more than this many of its standard errors are left out.
     min_rows: (target, bias) groups with fewer rows are left out of the gap; with no class
         seen in two such groups every gap is 0 and the scale stays 1.
-    pool_small: pool each class's groups of fewer than ``min_rows`` rows into one instead
-        (:func:`equal_odds_gap`).
+    pool_small: pool each class's groups of fewer than ``min_rows`` rows into one beside its
+        larger groups (:func:`equal_odds_gap`); False leaves them out.
 
     Returns
     -------
