@@ -432,6 +432,9 @@ def test_ctrl_c_during_an_http_fit_keeps_every_answer_and_a_rerun_pays_only_the_
         "--cache-dir", str(tmp_path / "cache"), "--rows-per-request", "20",
         "--max-concurrency", "2", "--max-epochs", "2", "--quiet",
     ]  # fmt: skip
+    # A background job's SIGINT is ignored, and an ignored signal stays ignored in the child;
+    # a handler in this process is reset to the default there, as from a terminal.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         fit = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
@@ -449,6 +452,7 @@ def test_ctrl_c_during_an_http_fit_keeps_every_answer_and_a_rerun_pays_only_the_
         httpd.delay = 0.0
         rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
     finally:
+        signal.signal(signal.SIGINT, previous)
         httpd.shutdown()
         httpd.server_close()
         thread.join(timeout=5)
