@@ -26,8 +26,7 @@ import numpy as np
 
 from ruleeraser import Eraser
 from ruleeraser.distill import log_proba
-from ruleeraser.experiments.backbones import IMAGE_BACKBONES
-from ruleeraser.experiments.deployed import train_deployed
+from ruleeraser.experiments.backbones import IMAGE_BACKBONES, deployed_model
 from ruleeraser.experiments.setup import IMAGE_PATCH, load_splits, model_callable
 from ruleeraser.metrics import group_accuracy
 from ruleeraser.remove import remove_log
@@ -43,8 +42,7 @@ def one_seed(backbone: str, alignment: float, seed: int) -> dict[str, tuple[floa
         warnings.simplefilter("ignore", UserWarning)  # empty calibration cells
         splits = load_splits("coloured-mnist", seed, alignment=alignment)
         train, calib, test = splits.train, splits.calibration, splits.test
-        options = IMAGE_BACKBONES[backbone]
-        model = train_deployed("vanilla", train.X, train.y, train.bias, seed=seed, **options)
+        model = deployed_model(backbone, train.X, train.y, train.bias, seed)
         eraser = Eraser(model_callable(model), random_state=seed, rule_scale=1.0, **IMAGE_PATCH)
         eraser.fit(calib.X, calib.y, bias=calib.bias)
         log_prior = np.log(eraser.class_prior_)

@@ -133,12 +133,14 @@ def equal_odds_gap(
     >>> equal_odds_gap(y, pred, b, min_rows=2, pool_small=True)[0]  # pooled: 0 of 2
     100.0
     """
-    return _gap(group_accuracy(y, pred, bias), min_rows, pool_small)
+    return _gap(_class_groups(group_accuracy(y, pred, bias), min_rows, pool_small))
 
 
-def _class_groups(
-    groups: GroupAccuracy, min_rows: int, pool_small: bool
-) -> list[tuple[np.ndarray, np.ndarray]]:
+#: Per target class, the accuracy shares of its measured groups and their sizes.
+_ClassGroups = list[tuple[np.ndarray, np.ndarray]]
+
+
+def _class_groups(groups: GroupAccuracy, min_rows: int, pool_small: bool) -> _ClassGroups:
     """Per target class, the accuracy shares and sizes of its groups of ``min_rows`` rows or
     more, and with ``pool_small`` one more beside them: its smaller groups pooled, if they hold
     as many (one small group alone never does, so a binary bias is unchanged)."""
@@ -157,9 +159,9 @@ def _class_groups(
     return out
 
 
-def _gap(groups: GroupAccuracy, min_rows: int, pool_small: bool = False) -> tuple[float, float]:
+def _gap(per_class: _ClassGroups) -> tuple[float, float]:
     gaps, variances = [], []
-    for acc, counts in _class_groups(groups, min_rows, pool_small):
+    for acc, counts in per_class:
         if acc.size < 2:
             continue
         order = np.argsort(acc, kind="stable")
@@ -191,11 +193,10 @@ def average_accuracy(
     >>> acc, round(se, 1)
     (75.0, 13.6)
     """
-    return _average(group_accuracy(y, pred, bias), min_rows, pool_small)
+    return _average(_class_groups(group_accuracy(y, pred, bias), min_rows, pool_small))
 
 
-def _average(groups: GroupAccuracy, min_rows: int, pool_small: bool = False) -> tuple[float, float]:
-    per_class = _class_groups(groups, min_rows, pool_small)
+def _average(per_class: _ClassGroups) -> tuple[float, float]:
     acc = np.concatenate([shares for shares, _ in per_class])
     if acc.size == 0:
         return 0.0, 0.0
@@ -271,8 +272,8 @@ def fit_rule_scale(
     se_share: scales within this share of a standard error of the lowest gap count as equal.
     accuracy_se_share: scales whose average group accuracy falls below the paper's scale's by
         more than this many of its standard errors are left out.
-    min_rows: (target, bias) groups with fewer rows are left out of the gap; with no class
-        seen in two such groups every gap is 0 and the scale stays 1.
+    min_rows: (target, bias) groups with fewer rows are not measured alone; with no class
+        seen in two measured groups every gap is 0 and the scale stays 1.
     pool_small: pool each class's groups of fewer than ``min_rows`` rows into one beside its
         larger groups (:func:`equal_odds_gap`); False leaves them out.
 
@@ -301,9 +302,10 @@ def fit_rule_scale(
         for i, scale in enumerate(grid_):
             trial = scales.copy()
             trial[j] = scale
-            groups = group_accuracy(y, decide(trial), bias)  # once for both measures
-            gaps[j, i], errors[j, i] = _gap(groups, min_rows, pool_small)
-            accuracies[j, i] = _average(groups, min_rows, pool_small)[0]
+            groups = group_accuracy(y, decide(trial), bias)
+            per_class = _class_groups(groups, min_rows, pool_small)  # once for both measures
+            gaps[j, i], errors[j, i] = _gap(per_class)
+            accuracies[j, i] = _average(per_class)[0]
         allowed[j] = accuracies[j] >= floor - accuracy_se_share * floor_se - 1e-9
         scales[j] = _choose(grid_, gaps[j], errors[j], allowed[j], se_share)
     return RuleScaleFit(scales, grid_, gaps, errors, accuracies, allowed)
