@@ -297,19 +297,7 @@ def test_small_groups_are_pooled_only_beside_a_large_one():
     binary = np.repeat([0, 1], [6, 18])  # one small group alone is never pooled
     assert equal_odds_gap(y, pred, binary, min_rows=10, pool_small=True) == (0.0, 0.0)
     two_small = np.repeat([0, 1], [6, 6])  # nothing large to pool beside
-    assert equal_odds_gap(y[:12], pred[:12], two_small, min_rows=10, pool_small=True) == (0, 0)
-
-
-def test_the_accuracy_guard_counts_every_group_as_the_tables_do():
-    """The gap pools the small conflicting groups into one; the accuracy that guards the
-    scale counts each of them once, as the reported average group accuracy does, so a scale
-    cannot trade the many small groups against the few large ones unseen."""
-    y, b, log_model = aligned_rows(1500, 0)
-    half = log_proba(softmax(1.5 * np.eye(3)[b]))
-    uniform = np.log(np.full((1, 3), 1 / 3))
-    fitted = fit_rule_scale(log_model, [half], uniform, y, [b])
-    for i in (0, SCALES.index(1.0), len(SCALES) - 1):
-        fair = remove_log(log_model, scale_rule(half, uniform[0], SCALES[i])).argmax(1)
-        every, _ = average_accuracy(y, fair, b)
-        assert fitted.accuracies[0, i] == pytest.approx(every)
-        assert every == pytest.approx(group_accuracy(y, fair, b).average)  # the tables' figure
+    assert average_accuracy(y[:12], pred[:12], two_small, min_rows=10, pool_small=True) == (
+        0.0,
+        0.0,
+    )

@@ -15,15 +15,13 @@ Blonde: 15 points of EqualOdds left by the paper's patch, 8 by the true groups' 
 ``docs/rule-scale.md``). :func:`fit_rule_scale` measures EqualOdds (Eq. 20) of the eraser's
 decision on the calibration rows, with their bias labels, along a grid of ``a_j``. Only scales
 that keep the average group accuracy within one standard error of the paper's scale's count
-(a gap can always be closed by deciding one class for everyone); that average is taken over
-every (target, bias) group with rows, each counted once however small, as the tables report
-it. Among those scales it keeps, of the
+(a gap can always be closed by deciding one class for everyone); among them it keeps, of the
 scales within half a standard error of the lowest gap, the one closest to the paper's 1 (in
 the manner of the one-standard-error rule: a gap measured on few rows moves the scale only as
 far as the rows support). A class's (target, bias) groups of fewer than :data:`MIN_ROWS`
 calibration rows are pooled into one beside its larger groups (a bias of many values: the
-colours that conflict with a digit, a few images each, count as one "conflicting" group in
-the gap), and left out of the gap when they are too few even pooled.
+colours that conflict with a digit, a few images each, count as one "conflicting" group), and
+left out when they are too few even pooled.
 
 Example
 -------
@@ -176,9 +174,17 @@ def _gap(per_class: _ClassGroups) -> tuple[float, float]:
     return 100.0 * float(np.mean(gaps)), 100.0 * float(np.sqrt(np.sum(variances))) / len(gaps)
 
 
-def average_accuracy(y: np.ndarray, pred: np.ndarray, bias: np.ndarray) -> tuple[float, float]:
-    """Average group accuracy (in points) of class indices ``pred`` over every (target,
-    bias) group with rows, and its standard error.
+def average_accuracy(
+    y: np.ndarray,
+    pred: np.ndarray,
+    bias: np.ndarray,
+    *,
+    min_rows: int = 1,
+    pool_small: bool = False,
+) -> tuple[float, float]:
+    """Average group accuracy (in points) of class indices ``pred`` over the (target, bias)
+    groups of ``min_rows`` rows or more (with ``pool_small``, each class's smaller groups
+    pooled as in :func:`equal_odds_gap`), and its standard error.
 
     Example
     -------
@@ -187,7 +193,7 @@ def average_accuracy(y: np.ndarray, pred: np.ndarray, bias: np.ndarray) -> tuple
     >>> acc, round(se, 1)
     (75.0, 13.6)
     """
-    return _average(_class_groups(group_accuracy(y, pred, bias), 1, False))
+    return _average(_class_groups(group_accuracy(y, pred, bias), min_rows, pool_small))
 
 
 def _average(per_class: _ClassGroups) -> tuple[float, float]:
@@ -209,8 +215,7 @@ class RuleScaleFit:
     grid: the scales tried.
     gaps, errors: per patch, EqualOdds on the calibration rows at each scale of ``grid`` and
         its standard error, in points, ``(n_patches, len(grid))``.
-    accuracies: per patch, the average group accuracy at each scale, in points, over every
-        (target, bias) group with rows.
+    accuracies: per patch, the average group accuracy at each scale, in points.
     allowed: per patch, the scales whose average group accuracy is within
         ``ACCURACY_SE_SHARE`` standard errors of the paper's scale's.
     """
@@ -267,10 +272,10 @@ def fit_rule_scale(
     se_share: scales within this share of a standard error of the lowest gap count as equal.
     accuracy_se_share: scales whose average group accuracy falls below the paper's scale's by
         more than this many of its standard errors are left out.
-    min_rows: (target, bias) groups with fewer rows are not measured alone in the gap; with
-        no class seen in two measured groups every gap is 0 and the scale stays 1.
+    min_rows: (target, bias) groups with fewer rows are not measured alone; with no class
+        seen in two measured groups every gap is 0 and the scale stays 1.
     pool_small: pool each class's groups of fewer than ``min_rows`` rows into one beside its
-        larger groups in the gap (:func:`equal_odds_gap`); False leaves them out.
+        larger groups (:func:`equal_odds_gap`); False leaves them out.
 
     Returns
     -------
@@ -291,13 +296,16 @@ def fit_rule_scale(
     for j, bias in enumerate(biases):
         paper = scales.copy()
         paper[j] = 1.0
-        floor, floor_se = average_accuracy(y, decide(paper), bias)
+        floor, floor_se = average_accuracy(
+            y, decide(paper), bias, min_rows=min_rows, pool_small=pool_small
+        )
         for i, scale in enumerate(grid_):
             trial = scales.copy()
             trial[j] = scale
             groups = group_accuracy(y, decide(trial), bias)
-            gaps[j, i], errors[j, i] = _gap(_class_groups(groups, min_rows, pool_small))
-            accuracies[j, i] = _average(_class_groups(groups, 1, False))[0]
+            per_class = _class_groups(groups, min_rows, pool_small)  # once for both measures
+            gaps[j, i], errors[j, i] = _gap(per_class)
+            accuracies[j, i] = _average(per_class)[0]
         allowed[j] = accuracies[j] >= floor - accuracy_se_share * floor_se - 1e-9
         scales[j] = _choose(grid_, gaps[j], errors[j], allowed[j], se_share)
     return RuleScaleFit(scales, grid_, gaps, errors, accuracies, allowed)
