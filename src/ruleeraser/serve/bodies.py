@@ -2,10 +2,10 @@
 written once from the arrays.
 
 A request ``{"instances": rows, "return_original": bool}`` is parsed by simdjson, whose numbers
-go straight into an array (no Python object per number), and numpy checks their range in one
-pass; the rows' JSON text is kept as it came, so that the upstream gets the client's own
-numbers, never encoded again (:func:`ruleeraser.wire.rows_body`). The answer is written by
-orjson from the arrays.
+go straight into an array (no Python object per number), and numpy checks their range by the
+array's minimum and maximum; the rows' JSON text is kept as it came, so that the upstream gets
+the client's own numbers, never encoded again (:func:`ruleeraser.wire.rows_body`). The answer
+is written by orjson from the arrays.
 A body this reader does not take whole goes to the API's pydantic model, which names what is
 wrong (``instances[0][1]: Input should be a finite number``); whatever that model accepts is
 read from its values instead.
