@@ -29,7 +29,6 @@ from ruleeraser.distill import log_proba
 from ruleeraser.experiments.backbones import IMAGE_BACKBONES, deployed_model
 from ruleeraser.experiments.setup import IMAGE_PATCH, load_splits, model_callable
 from ruleeraser.metrics import group_accuracy
-from ruleeraser.remove import remove_log
 from ruleeraser.rule_scale import fit_rule_scale, scale_rule
 
 ROWS = ("model", "scale 1 (paper)", "fit, small groups left out", "fit, pooled (default)")
@@ -55,10 +54,9 @@ def one_seed(backbone: str, alignment: float, seed: int) -> dict[str, tuple[floa
             for pooled in (False, True)
         }  # fmt: skip
         proba, (log_g,) = eraser.outputs(test.X)
-    log_m = log_proba(proba, eraser.eps)
     decisions = {"model": proba.argmax(axis=1)}
     for row, scale in zip(ROWS[1:], (1.0, scales[False], scales[True]), strict=True):
-        fair = remove_log(log_m, scale_rule(log_g, log_prior[0], scale))
+        fair = eraser.remove(proba, [scale_rule(log_g, log_prior[0], scale)])
         decisions[row] = fair.argmax(axis=1)
     out = {}
     for row, decision in decisions.items():

@@ -249,17 +249,18 @@ def test_groups_of_few_calibration_rows_do_not_steer_the_scale():
 
 def aligned_rows(n: int, seed: int, bias_term: float = 3.0):
     """Three classes and three bias values, 97% aligned (b = y): each class's conflicting
-    (target, bias) groups hold a few rows each, under ``MIN_ROWS``; the model's log-outputs
-    are the log-softmax of target evidence plus ``bias_term`` for its row's bias value."""
+    (target, bias) groups hold a few rows each, under ``MIN_ROWS``. Returns, as :func:`rows`
+    does, the model's log-outputs (the log-softmax of target evidence plus ``bias_term`` for
+    its row's bias value), y and b."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 3, n)
     b = np.where(rng.random(n) < 0.97, y, (y + rng.integers(1, 3, n)) % 3)
     z = 2.0 * np.eye(3)[y] + bias_term * np.eye(3)[b] + rng.normal(0, 1.5, (n, 3))
-    return y, b, z - np.logaddexp.reduce(z, axis=1, keepdims=True)
+    return z - np.logaddexp.reduce(z, axis=1, keepdims=True), y, b
 
 
 def test_pooling_the_small_groups_of_a_many_valued_bias_sizes_the_rule():
-    y, b, log_model = aligned_rows(1500, 0)
+    log_model, y, b = aligned_rows(1500, 0)
     counts = np.bincount(y * 3 + b, minlength=9).reshape(3, 3)
     assert counts[~np.eye(3, dtype=bool)].max() < 10 <= counts[~np.eye(3, dtype=bool)].sum() / 3
     half = log_proba(softmax(1.5 * np.eye(3)[b]))  # a patch that sees half the bias term
@@ -269,7 +270,7 @@ def test_pooling_the_small_groups_of_a_many_valued_bias_sizes_the_rule():
     assert left_out.scales[0] == 1.0 and not left_out.gaps.any()  # no class with two groups
     assert 1.5 <= pooled.scales[0] <= 2.5  # the half-sized rule is scaled up towards 2
     # on new rows, the pooled fit's scale shrinks the aligned / conflicting gap
-    y2, b2, log_new = aligned_rows(30000, 1)
+    log_new, y2, b2 = aligned_rows(30000, 1)
     half_new = log_proba(softmax(1.5 * np.eye(3)[b2]))
 
     def gap(scale: float) -> float:
