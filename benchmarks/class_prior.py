@@ -20,7 +20,9 @@ positive rate, and the share of test decisions that differ from the model's.
 ``--scan`` asks whether any strength or prior of the paper's patch reaches a given bias cut: keep's
 EqualOdds over a grid of strengths and priors, with the patch and with each row's true group
 rule (an oracle: the patch is not at fault when both agree), the best setting on the test rows
-(a bound) and the one chosen on the calibration rows.
+(a bound) and the one chosen on the calibration rows; and one log-odds shift per bias group
+set from the model's own probabilities instead of the labels (:func:`score_shifts`), on the
+calibration rows and, as a bound, on the test rows.
 
 ``--report DIR`` also runs the command line a user would (``ruleeraser fit`` with its defaults
 and ``ruleeraser evaluate``) on the first seed of each ordinary model, writes its
@@ -223,6 +225,37 @@ def _keep_grid(eraser: Eraser, rows, logs=None) -> tuple[object, dict]:
 GRID = [(s, p) for s in (0.1, 0.25, 0.5, 0.75, 1.0, 1.25) for p in np.arange(0.02, 0.99, 0.04)]
 
 
+SHIFTS = np.round(np.arange(-3.0, 3.0 + 1e-9, 0.05), 2)
+
+
+def _shares_above(score: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Per shift d of :data:`SHIFTS`, the share of ``weight`` on the rows with score + d > 0."""
+    order = np.argsort(score)
+    below = np.r_[0.0, np.cumsum(weight[order])]
+    return (below[-1] - below[np.searchsorted(score[order], -SHIFTS, side="right")]) / below[-1]
+
+
+def score_shifts(eraser: Eraser, rows) -> tuple[float, float]:
+    """A log-odds shift per bias group that equalises the groups' true-positive and
+    true-negative rates as the model's own probabilities predict them (each row counts as
+    positive by its probability: no labels), the least such EqualOdds within 1 point of the
+    model's predicted accuracy."""
+    proba = eraser.outputs(rows[0])[0]
+    score, p, b = np.log(proba[:, 1] / proba[:, 0]), proba[:, 1], rows[2]
+    rates = [
+        (_shares_above(score[b == g], p[b == g]), 1 - _shares_above(score[b == g], 1 - p[b == g]))
+        for g in (0, 1)
+    ]
+    (tpr0, tnr0), (tpr1, tnr1) = rates
+    gap = np.abs(tpr0[:, None] - tpr1[None]) + np.abs(tnr0[:, None] - tnr1[None])
+    weight = [(p[b == g].sum(), (1 - p[b == g]).sum()) for g in (0, 1)]
+    right = tpr0[:, None] * weight[0][0] + tnr0[:, None] * weight[0][1]
+    right = (right + tpr1[None] * weight[1][0] + tnr1[None] * weight[1][1]) / len(p)
+    model = np.where(score > 0, p, 1 - p).mean()
+    i, j = np.unravel_index(np.argmin(np.where(right >= model - 0.01, gap, np.inf)), gap.shape)
+    return float(SHIFTS[i]), float(SHIFTS[j])
+
+
 def scan(name: str, seeds: list[int], calibration_rows: int) -> None:
     """Whether any strength and prior of this removal reaches a bias cut: keep's EqualOdds
     over :data:`GRID` with the patch and with each row's true group rule (the first seed),
@@ -252,6 +285,17 @@ def scan(name: str, seeds: list[int], calibration_rows: int) -> None:
         calib_before, on_calib = _keep_grid(eraser, calib)
         ok = [k for k, g in on_calib.items() if g.overall >= calib_before.overall - 1.0]
         chosen = min(ok, key=lambda k: on_calib[k].model_bias)
+        proba = eraser.outputs(test[0])[0]
+        for where, rows in (("calibration", calib), ("test", test)):
+            shifts = score_shifts(eraser, rows)
+            shifted = np.log(proba[:, 1] / proba[:, 0]) + np.take(shifts, test[2]) > 0
+            g = group_accuracy(test[1], shifted.astype(int), test[2])
+            print(
+                f"{name} seed {seed}, group shifts {shifts[0]:+.2f} / {shifts[1]:+.2f} from the "
+                f"model's probabilities on the {where} rows (no labels): overall "
+                f"{g.overall:.1f}, bias {g.model_bias:.1f} "
+                f"(cut {100 * (1 - g.model_bias / before.model_bias):.0f}%)"
+            )
         for label, key in (
             ("bound (tuned on test rows)", bound),
             ("chosen on calibration", chosen),
