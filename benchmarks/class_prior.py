@@ -235,24 +235,22 @@ def _shares_above(score: np.ndarray, weight: np.ndarray) -> np.ndarray:
     return (below[-1] - below[np.searchsorted(score[order], -SHIFTS, side="right")]) / below[-1]
 
 
-def score_shifts(eraser: Eraser, rows) -> tuple[float, float]:
+def score_shifts(log_m: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """A log-odds shift per bias group that equalises the groups' true-positive and
     true-negative rates as the model's own probabilities predict them (each row counts as
     positive by its probability: no labels), the least such EqualOdds within 1 point of the
-    model's predicted accuracy."""
-    proba = eraser.outputs(rows[0])[0]
-    score, p, b = np.log(proba[:, 1] / proba[:, 0]), proba[:, 1], rows[2]
-    rates = [
-        (_shares_above(score[b == g], p[b == g]), 1 - _shares_above(score[b == g], 1 - p[b == g]))
-        for g in (0, 1)
-    ]
-    (tpr0, tnr0), (tpr1, tnr1) = rates
-    gap = np.abs(tpr0[:, None] - tpr1[None]) + np.abs(tnr0[:, None] - tnr1[None])
-    weight = [(p[b == g].sum(), (1 - p[b == g]).sum()) for g in (0, 1)]
-    right = tpr0[:, None] * weight[0][0] + tnr0[:, None] * weight[0][1]
-    right = (right + tpr1[None] * weight[1][0] + tnr1[None] * weight[1][1]) / len(p)
+    model's predicted accuracy; ``log_m``: the model's log-probabilities, ``b``: bias groups."""
+    score, p = log_m[:, 1] - log_m[:, 0], np.exp(log_m[:, 1])
+    tpr, tnr, right = [], [], []  # per group, at each shift; right: rows predicted right
+    for g in (0, 1):
+        s, q = score[b == g], p[b == g]
+        tpr.append(_shares_above(s, q))
+        tnr.append(1 - _shares_above(s, 1 - q))
+        right.append(tpr[g] * q.sum() + tnr[g] * (1 - q).sum())
+    gap = np.abs(tpr[0][:, None] - tpr[1][None]) + np.abs(tnr[0][:, None] - tnr[1][None])
+    accuracy = (right[0][:, None] + right[1][None]) / len(p)
     model = np.where(score > 0, p, 1 - p).mean()
-    i, j = np.unravel_index(np.argmin(np.where(right >= model - 0.01, gap, np.inf)), gap.shape)
+    i, j = np.unravel_index(np.argmin(np.where(accuracy >= model - 0.01, gap, np.inf)), gap.shape)
     return float(SHIFTS[i]), float(SHIFTS[j])
 
 
@@ -285,10 +283,11 @@ def scan(name: str, seeds: list[int], calibration_rows: int) -> None:
         calib_before, on_calib = _keep_grid(eraser, calib)
         ok = [k for k, g in on_calib.items() if g.overall >= calib_before.overall - 1.0]
         chosen = min(ok, key=lambda k: on_calib[k].model_bias)
-        proba = eraser.outputs(test[0])[0]
-        for where, rows in (("calibration", calib), ("test", test)):
-            shifts = score_shifts(eraser, rows)
-            shifted = np.log(proba[:, 1] / proba[:, 0]) + np.take(shifts, test[2]) > 0
+        log_calib, log_test = (log_proba(eraser.blackbox_(r[0]), eraser.eps) for r in (calib, test))
+        test_score = log_test[:, 1] - log_test[:, 0]
+        for where, log_m, b in (("calibration", log_calib, calib[2]), ("test", log_test, test[2])):
+            shifts = score_shifts(log_m, b)
+            shifted = test_score + np.take(shifts, test[2]) > 0
             g = group_accuracy(test[1], shifted.astype(int), test[2])
             print(
                 f"{name} seed {seed}, group shifts {shifts[0]:+.2f} / {shifts[1]:+.2f} from the "
