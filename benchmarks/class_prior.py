@@ -22,7 +22,8 @@ EqualOdds over a grid of strengths and priors, with the patch and with each row'
 rule (an oracle: the patch is not at fault when both agree), the best setting on the test rows
 (a bound) and the one chosen on the calibration rows; and one log-odds shift per bias group
 set from the model's own probabilities instead of the labels (:func:`score_shifts`), on the
-calibration rows and, as a bound, on the test rows.
+calibration rows and, as a bound, on the test rows; and the peer, OxonFair's per-group
+thresholds set on the calibration rows with the true groups (:func:`oxonfair_thresholds`).
 
 ``--report DIR`` also runs the command line a user would (``ruleeraser fit`` with its defaults
 and ``ruleeraser evaluate``) on the first seed of each ordinary model, writes its
@@ -254,6 +255,24 @@ def score_shifts(log_m: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     return float(SHIFTS[i]), float(SHIFTS[j])
 
 
+OXONFAIR_TOLERANCES = (0.01, 0.02, 0.03)
+
+
+def oxonfair_thresholds(eraser: Eraser, calib, test, tolerance: float) -> np.ndarray:
+    """The test decisions of OxonFair's per-group thresholds on the model's probabilities
+    (true groups; highest overall accuracy with equalized odds at most ``tolerance`` on the
+    calibration rows): the peer's answer to the same question."""
+    from oxonfair import FairPredictor, group_metrics
+
+    # threshold=0: see ruleeraser.experiments.baselines.peers (oxonfair 0.3's uncertain group)
+    fair = FairPredictor(
+        eraser.blackbox_, {"data": calib[0], "target": calib[1], "groups": calib[2]}, threshold=0
+    )
+    fair.fit(group_metrics.accuracy, group_metrics.equalized_odds, tolerance)
+    data = {"data": test[0], "target": np.zeros(len(test[1])), "groups": test[2]}
+    return np.asarray(fair.predict(data), dtype=np.int64)
+
+
 def scan(name: str, seeds: list[int], calibration_rows: int) -> None:
     """Whether any strength and prior of this removal reaches a bias cut: keep's EqualOdds
     over :data:`GRID` with the patch and with each row's true group rule (the first seed),
@@ -294,6 +313,15 @@ def scan(name: str, seeds: list[int], calibration_rows: int) -> None:
                 f"model's probabilities on the {where} rows (no labels): overall "
                 f"{g.overall:.1f}, bias {g.model_bias:.1f} "
                 f"(cut {100 * (1 - g.model_bias / before.model_bias):.0f}%)"
+            )
+        for tolerance in OXONFAIR_TOLERANCES:
+            g = group_accuracy(
+                test[1], oxonfair_thresholds(eraser, calib, test, tolerance), test[2]
+            )
+            print(
+                f"{name} seed {seed}, OxonFair, true groups, accuracy with equalized odds <= "
+                f"{tolerance:g} on the calibration rows: overall {g.overall:.1f}, bias "
+                f"{g.model_bias:.1f} (cut {100 * (1 - g.model_bias / before.model_bias):.0f}%)"
             )
         for label, key in (
             ("bound (tuned on test rows)", bound),
