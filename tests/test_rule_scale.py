@@ -191,6 +191,8 @@ def test_fitted_scale_removes_what_an_uncertain_posterior_leaves(proxy_case):
         log_g, scale_rule(log_paper, np.log(paper.class_prior_[0]), fitted.rule_scale_[0])
     )
     np.testing.assert_allclose(fitted.predict_proba(Xt), remove_log(log_proba(proba), log_g))
+    # unscaled, its patch is the paper's
+    np.testing.assert_allclose(fitted.patch_log_proba(Xt, scaled=False)[0], log_paper)
 
 
 def test_fitted_scale_is_saved_and_loaded(proxy_case, tmp_path):
@@ -278,6 +280,33 @@ def test_pooling_the_small_groups_of_a_many_valued_bias_sizes_the_rule():
         return equal_odds_gap(y2, fair.argmax(axis=1), b2, min_rows=10, pool_small=True)[0]
 
     assert gap(pooled.scales[0]) < 0.5 * gap(1.0)
+
+
+def test_where_small_groups_are_pooled_no_scale_may_lower_the_accuracy():
+    """A patch that also holds some of the model's target evidence: scaling it up closes the
+    pooled gap at a cost in accuracy, which one standard error would admit."""
+    log_model, y, b = aligned_rows(1500, 2)
+    patch = log_proba(softmax(1.5 * np.eye(3)[b] + 0.3 * log_model))
+    uniform = np.log(np.full((1, 3), 1 / 3))
+    strict = fit_rule_scale(log_model, [patch], uniform, y, [b])  # the default
+    loose = fit_rule_scale(log_model, [patch], uniform, y, [b], pooled_accuracy_se_share=1.0)
+
+    def accuracy(fit) -> float:
+        return fit.accuracies[0][np.flatnonzero(fit.grid == fit.scales[0])[0]]
+
+    paper = strict.accuracies[0][np.flatnonzero(strict.grid == 1.0)[0]]
+    assert loose.scales[0] > 1.0 and accuracy(loose) < paper - 1.0
+    assert accuracy(strict) >= paper
+    assert (strict.accuracies[0][strict.allowed[0]] >= paper).all()
+    # a binary bias is never pooled: the one-standard-error guard holds there
+    log_model, y, b = rows(4000, 3)
+    half = log_sigmoid_pair(0.5 * (2 * b - 1))
+    prior = np.log([[0.5, 0.5]])
+    for share in (0.0, 5.0):
+        fitted = fit_rule_scale(log_model, [half], prior, y, [b], pooled_accuracy_se_share=share)
+        np.testing.assert_array_equal(
+            fitted.allowed, fit_rule_scale(log_model, [half], prior, y, [b]).allowed
+        )
 
 
 def test_pooling_changes_nothing_when_every_group_is_large():

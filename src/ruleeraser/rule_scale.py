@@ -21,7 +21,10 @@ the manner of the one-standard-error rule: a gap measured on few rows moves the 
 far as the rows support). A class's (target, bias) groups of fewer than :data:`MIN_ROWS`
 calibration rows are pooled into one beside its larger groups (a bias of many values: the
 colours that conflict with a digit, a few images each, count as one "conflicting" group), and
-left out when they are too few even pooled.
+left out when they are too few even pooled. Where groups are pooled, a scale may not lower the
+average group accuracy at all (:data:`POOLED_ACCURACY_SE_SHARE`): a pooled group mixes bias
+values that a scale moves differently, so its accuracy on the calibration rows guards the
+per-group accuracy of new rows less well.
 
 Example
 -------
@@ -53,6 +56,9 @@ SE_SHARE = 0.5
 #: Scales whose average group accuracy falls below the paper's scale's by more than this
 #: many of its standard errors are not considered.
 ACCURACY_SE_SHARE = 1.0
+#: The same where a class's small groups are pooled: no fall at all (docs/rule-scale.md,
+#: "Where the pooled fit costs accuracy").
+POOLED_ACCURACY_SE_SHARE = 0.0
 #: Groups with fewer calibration rows are not measured alone: one row moves their accuracy by
 #: a tenth or more, and a scale that flips a handful of them does not carry to new rows
 #: (coloured MNIST: a few calibration images per colour-conflicting digit); a class's small
@@ -146,17 +152,27 @@ def _class_groups(groups: GroupAccuracy, min_rows: int, pool_small: bool) -> _Cl
     as many (one small group alone never does, so a binary bias is unchanged)."""
     out = []
     floor = max(min_rows, 1)
-    for acc, counts in zip(groups.accuracy, groups.counts, strict=True):
+    pools = _pooled_classes(groups.counts, min_rows) & pool_small
+    for acc, counts, pool in zip(groups.accuracy, groups.counts, pools, strict=True):
         share = np.nan_to_num(acc) / 100.0
         big = counts >= floor
         small = (counts > 0) & ~big
         shares, sizes = share[big], counts[big].astype(np.float64)
-        pooled = counts[small].sum()
-        if pool_small and big.any() and pooled >= floor:
+        if pool:
+            pooled = counts[small].sum()
             shares = np.append(shares, (share[small] * counts[small]).sum() / pooled)
             sizes = np.append(sizes, pooled)
         out.append((shares, sizes))
     return out
+
+
+def _pooled_classes(counts: np.ndarray, min_rows: int) -> np.ndarray:
+    """Per target class (a row of ``counts``, the (target, bias) groups' sizes), whether its
+    groups of fewer than ``min_rows`` rows are pooled: when it has a larger group and they
+    hold ``min_rows`` rows together."""
+    floor = max(min_rows, 1)
+    big, small = counts >= floor, (counts > 0) & (counts < floor)
+    return big.any(axis=1) & (np.where(small, counts, 0).sum(axis=1) >= floor)
 
 
 def _gap(per_class: _ClassGroups) -> tuple[float, float]:
@@ -217,7 +233,8 @@ class RuleScaleFit:
         its standard error, in points, ``(n_patches, len(grid))``.
     accuracies: per patch, the average group accuracy at each scale, in points.
     allowed: per patch, the scales whose average group accuracy is within
-        ``ACCURACY_SE_SHARE`` standard errors of the paper's scale's.
+        ``ACCURACY_SE_SHARE`` standard errors of the paper's scale's
+        (``POOLED_ACCURACY_SE_SHARE`` where small groups are pooled).
     """
 
     scales: np.ndarray
@@ -251,6 +268,7 @@ def fit_rule_scale(
     grid: Sequence[float] = SCALES,
     se_share: float = SE_SHARE,
     accuracy_se_share: float = ACCURACY_SE_SHARE,
+    pooled_accuracy_se_share: float = POOLED_ACCURACY_SE_SHARE,
     min_rows: int = MIN_ROWS,
     pool_small: bool = True,
 ) -> RuleScaleFit:
@@ -272,6 +290,7 @@ def fit_rule_scale(
     se_share: scales within this share of a standard error of the lowest gap count as equal.
     accuracy_se_share: scales whose average group accuracy falls below the paper's scale's by
         more than this many of its standard errors are left out.
+    pooled_accuracy_se_share: the same for a bias column whose small groups are pooled.
     min_rows: (target, bias) groups with fewer rows are not measured alone; with no class
         seen in two measured groups every gap is 0 and the scale stays 1.
     pool_small: pool each class's groups of fewer than ``min_rows`` rows into one beside its
@@ -296,9 +315,9 @@ def fit_rule_scale(
     for j, bias in enumerate(biases):
         paper = scales.copy()
         paper[j] = 1.0
-        floor, floor_se = average_accuracy(
-            y, decide(paper), bias, min_rows=min_rows, pool_small=pool_small
-        )
+        groups = group_accuracy(y, decide(paper), bias)
+        floor, floor_se = _average(_class_groups(groups, min_rows, pool_small))
+        pooled = pool_small and bool(_pooled_classes(groups.counts, min_rows).any())
         for i, scale in enumerate(grid_):
             trial = scales.copy()
             trial[j] = scale
@@ -306,6 +325,7 @@ def fit_rule_scale(
             per_class = _class_groups(groups, min_rows, pool_small)  # once for both measures
             gaps[j, i], errors[j, i] = _gap(per_class)
             accuracies[j, i] = _average(per_class)[0]
-        allowed[j] = accuracies[j] >= floor - accuracy_se_share * floor_se - 1e-9
+        share = pooled_accuracy_se_share if pooled else accuracy_se_share
+        allowed[j] = accuracies[j] >= floor - share * floor_se - 1e-9
         scales[j] = _choose(grid_, gaps[j], errors[j], allowed[j], se_share)
     return RuleScaleFit(scales, grid_, gaps, errors, accuracies, allowed)
