@@ -18,6 +18,7 @@ def test_table1_face_task_is_debiased_with_a_sigmoid_twin(face_rows):
     assert keys == {
         ("vanilla", "none"),
         ("vanilla", "eraser"),
+        ("vanilla", "eraser-paper"),
         ("vanilla", "oracle"),
         ("vanilla-sigmoid", "none"),
         ("vanilla-sigmoid", "eraser"),
@@ -39,7 +40,7 @@ def test_table1_image_task_runs_end_to_end(monkeypatch):
     monkeypatch.setitem(setup.IMAGE_PATCH, "max_epochs", 3)
     splits = coloured_mnist(alignment=0.9, seed=0, n_per_class=40).splits
     summary = table1.run_one("coloured-mnist", "vanilla", 0, splits)
-    assert set(summary) == {"none", "eraser", "oracle"}
+    assert set(summary) == {"none", "eraser", "eraser-paper", "oracle"}
     for values in summary.values():
         assert set(values) == set(table1.METRICS)
         assert 0 <= values["avg_acc"] <= 100 and 0 <= values["model_bias"] <= 100
@@ -70,5 +71,5 @@ def test_reproduce_table1_command_writes_json_and_markdown(tmp_path, capsys):
     args = ["reproduce", "table1", "--datasets", "celeba-attractive", "--deployed", "vanilla"]
     assert main([*args, "--seeds", "1", "--jobs", "1", "--out", str(tmp_path), "--quiet"]) == 0
     rows = json.loads((tmp_path / "table1.json").read_text())
-    assert {r["method"] for r in rows} == {"none", "eraser", "oracle"}
+    assert {r["method"] for r in rows} == {"none", "eraser", "eraser-paper", "oracle"}
     assert (tmp_path / "table1.md").read_text() in capsys.readouterr().out

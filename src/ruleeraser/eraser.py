@@ -400,10 +400,12 @@ class Eraser:
         fair = self.predict_proba(X)
         return self.classes_[fair.argmax(axis=1)]
 
-    def patch_log_proba(self, X: Any) -> list[np.ndarray]:
-        """``log G_j(x)`` of each patch, ``(n, k)`` each; the model is not queried."""
+    def patch_log_proba(self, X: Any, *, scaled: bool = True) -> list[np.ndarray]:
+        """``log G_j(x)`` of each patch, ``(n, k)`` each, its bias-dependent part at
+        ``rule_scale_`` (``scaled=False``: as distilled, the paper's scale); the model is not
+        queried."""
         check_is_fitted(self)
-        return self._patch_log_proba(self._patch_inputs(X))
+        return self._patch_log_proba(self._patch_inputs(X), scaled=scaled)
 
     def _patch_inputs(self, X: Any) -> torch.Tensor:
         check_feature_names(X, getattr(self, "feature_names_in_", None))

@@ -17,8 +17,10 @@ the Eraser:
 
 Image models are the small CNN of :mod:`ruleeraser.nets` (width 16) trained from scratch,
 with a CNN patch of the same width; face-attribute tasks use the tabular MLP and patch. Rows
-per deployed model: ``none``, ``eraser`` and ``oracle`` (a diagnostic: the distilled group
-rule of each test row's *true* bias subtracted, what a perfect patch would reach). On
+per deployed model: ``none``, ``eraser``, ``eraser-paper`` (the same patches at the paper's
+scale, ``rule_scale=1``: what the fitted scale changes) and ``oracle`` (a diagnostic: the
+distilled group rule of each test row's *true* bias subtracted, what a perfect patch would
+reach). On
 ``celeba-bignose`` a ``vanilla-sigmoid`` model (one output logit, binary cross-entropy) is the
 twin of ``vanilla``: the eraser reads its single probability p as ``[1 - p, p]``.
 
@@ -83,7 +85,7 @@ def run_one(
 
     Returns
     -------
-    ``none``, ``eraser``, ``oracle`` -> the group metrics in percent.
+    ``none``, ``eraser``, ``eraser-paper``, ``oracle`` -> the group metrics in percent.
     """
     train, calib, test = splits.train, splits.calibration, splits.test
     image = name in IMAGES
@@ -95,8 +97,9 @@ def run_one(
                     **(IMAGE_PATCH if image else {}))  # fmt: skip
     eraser.fit(calib.X, calib.y, bias=calib.bias)
     proba, fair = eraser.model_and_fair_proba(test.X)  # one model query per test row
+    paper = eraser.remove(proba, eraser.patch_log_proba(test.X, scaled=False))
     oracle = oracle_proba(eraser, proba, test.bias)
-    return summaries(test, {"none": proba, "eraser": fair, "oracle": oracle})
+    return summaries(test, {"none": proba, "eraser": fair, "eraser-paper": paper, "oracle": oracle})
 
 
 def _job(task: tuple[str, int, tuple[str, ...], float | None]) -> list[tuple[tuple, dict]]:
@@ -111,7 +114,8 @@ def _job(task: tuple[str, int, tuple[str, ...], float | None]) -> list[tuple[tup
                 out.append(((name, recipe, method), values))
         if name == SIGMOID_TASK and "vanilla" in recipes:
             twin = run_one(name, "vanilla", seed, splits, sigmoid=True)
-            out += [((name, "vanilla-sigmoid", m), v) for m, v in twin.items() if m != "oracle"]
+            twin_methods = ("none", "eraser")
+            out += [((name, "vanilla-sigmoid", m), v) for m, v in twin.items() if m in twin_methods]
     return out
 
 
