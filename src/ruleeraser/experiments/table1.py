@@ -114,8 +114,7 @@ def _job(task: tuple[str, int, tuple[str, ...], float | None]) -> list[tuple[tup
                 out.append(((name, recipe, method), values))
         if name == SIGMOID_TASK and "vanilla" in recipes:
             twin = run_one(name, "vanilla", seed, splits, sigmoid=True)
-            twin_methods = ("none", "eraser")
-            out += [((name, "vanilla-sigmoid", m), v) for m, v in twin.items() if m in twin_methods]
+            out += [((name, "vanilla-sigmoid", m), twin[m]) for m in ("none", "eraser")]
     return out
 
 
