@@ -21,7 +21,9 @@ pydantic) or behind the standard library's ``http.server.ThreadingHTTPServer`` (
 TCP_NODELAY). Separate processes, not threads: each gets its own interpreter lock, as in
 deployment, and the OS shares the cores among them. On a 2-core machine the three compete for
 CPU, so the CPU time each spends per request is printed too, and the cores each kept busy: a
-process near 1.00 is the bottleneck, whether a server or the client.
+process near 1.00 is the bottleneck, whether a server or the client. Each round also gives the
+share of the machine's CPU time the hypervisor took meanwhile (``stolen``, from /proc/stat): on
+a shared virtual machine the CPU per request rises with it, so compare runs at like shares.
 
 The proxy coalesces concurrent requests into shared upstream calls unless ``--no-coalesce``;
 the upstream calls it made per client request (from its ``/healthz`` counts) are printed for
@@ -176,6 +178,21 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_ticks() -> tuple[int, int]:
+    """The machine's CPU ticks so far, all and those stolen by the hypervisor (from
+    /proc/stat; zeros where it is missing)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return sum(fields[:8]), fields[7] if len(fields) > 7 else 0
+
+
+def stolen_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of the machine's CPU time the hypervisor took between two ticks."""
+    return (after[1] - before[1]) / max(after[0] - before[0], 1)
+
+
 async def wait_healthy(client: httpx.AsyncClient, url: str, wait: float = 30.0) -> None:
     deadline = time.monotonic() + wait
     while True:
@@ -304,13 +321,15 @@ async def bench(
         }  # fmt: skip
         calls_per_request: list[float] = []
         limits: list[Any] = []
+        stolen: dict[str, list[float]] = {"direct": [], "proxy": []}
         print(f"\n{'round':>5} {'target':>6} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>7} "
-              f"{'errors':>6} {'calls/req':>9} {'limit':>5}   CPU µs/request: "
+              f"{'errors':>6} {'calls/req':>9} {'limit':>5} {'stolen':>6}   CPU µs/request: "
               "client upstream proxy")  # fmt: skip
         for r in range(args.rounds):
             for target in ["direct", "proxy"][:: 1 if r % 2 == 0 else -1]:
                 counts0 = await upstream_counts(control, urls["counts"])
                 cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                ticks0 = machine_ticks()
                 lat, elapsed, errors = await load(
                     posts[target], args.concurrency, urls[target], bodies, args.requests,
                     args.phase_seconds,
@@ -319,6 +338,7 @@ async def bench(
                     name: (cpu_seconds(pid) - cpu0[name]) / max(len(lat), 1) * 1e6
                     for name, pid in pids.items()
                 }
+                stolen[target].append(stolen_share(ticks0, machine_ticks()))
                 calls = limit = ""
                 if target == "proxy":
                     counts = await upstream_counts(control, urls["counts"])
@@ -332,7 +352,8 @@ async def bench(
                 print(
                     f"{r + 1:>5} {target:>6} {ms(np.percentile(lat, 50)):>7} "
                     f"{ms(np.percentile(lat, 99)):>7} {len(lat) / elapsed:>7.0f} {errors:>6} "
-                    f"{calls:>9} {limit:>5}   {cpu['client']:>6.0f} {cpu['upstream']:>8.0f} "
+                    f"{calls:>9} {limit:>5} {stolen[target][-1]:>6.0%}   {cpu['client']:>6.0f} "
+                    f"{cpu['upstream']:>8.0f} "
                     f"{cpu['proxy']:>5.0f}"
                 )
     summary, cpu_total = {}, {}
@@ -363,6 +384,8 @@ async def bench(
             + ", ".join(f"{name} {value:.0f}" for name, value in cpu.items())
             + "; busy cores "
             + ", ".join(f"{name} {value:.2f}" for name, value in busy.items())
+            + f"; stolen by the hypervisor {np.median(stolen[target]):.0%} of the machine's "
+            f"CPU time"
         )
     d50, p50 = summary["direct"][0], summary["proxy"][0]
     ratios = summary["proxy"][2] / summary["direct"][2]
@@ -388,6 +411,7 @@ async def bench(
             for target, (p50_, p99_, rps) in summary.items()
         },
         "proxy_cpu": proxy_cpu,
+        "stolen": float(np.median(stolen["proxy"])),
         "ratio": ratio,
         "diff": diff,
     }
@@ -509,14 +533,15 @@ def print_widths(summaries: dict[int, dict[str, Any]]) -> None:
     print(
         f"\n{'width':>5} {'direct p50/p99 ms':>17} {'proxy p50/p99 ms':>16} {'direct req/s':>12} "
         f"{'proxy req/s':>11} {'ratio':>5} {'proxy CPU µs/req':>16} {f'vs {first}':>7} "
-        f"{'max |fair - predict_proba|':>26}"
+        f"{'max |fair - predict_proba|':>26} {'stolen':>6}"
     )  # fmt: skip
     for width, s in summaries.items():
         (d50, d99, drps), (p50, p99, prps) = s["direct"], s["proxy"]
         print(
             f"{width:>5} {ms(d50):>8}/{ms(d99):<8} {ms(p50):>7}/{ms(p99):<8} {drps:>12.0f} "
             f"{prps:>11.0f} {s['ratio']:>5.2f} {s['proxy_cpu']:>16.0f} "
-            f"{s['proxy_cpu'] / summaries[first]['proxy_cpu']:>7.2f} {s['diff']:>26.1e}"
+            f"{s['proxy_cpu'] / summaries[first]['proxy_cpu']:>7.2f} {s['diff']:>26.1e} "
+            f"{s['stolen']:>6.0%}"
         )
     if WIDE in summaries:
         ratio = summaries[WIDE]["ratio"]

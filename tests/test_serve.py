@@ -30,7 +30,7 @@ from ruleeraser.serve.bodies import RequestReader
 from ruleeraser.serve.bound import FLOAT32_MAX, input_bound
 from ruleeraser.serve.limit import InflightLimit
 from ruleeraser.serve.schemas import api_models
-from ruleeraser.serve.upstream import Refusal
+from ruleeraser.serve.upstream import SEPARATE_BODY_BYTES, Refusal
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from example_upstream import create_upstream_app, make_demo  # noqa: E402
@@ -863,6 +863,11 @@ def test_wide_rows_answer_as_the_eraser(tmp_path):
     with proxy_on_loopback(eraser, upstream, max_inflight=1) as url:
         answers, _ = post_all(url, bodies, first=_body(rows[:1]))
     first, *answers = answers
+    # the coalesced call's body went out after its headers, in a write of its own
+    assert len(upstream.bodies[-1]) >= SEPARATE_BODY_BYTES
+    assert json.loads(upstream.bodies[-1])["instances"] == [
+        row for body in bodies for row in json.loads(body)["instances"]
+    ]
     fair = np.concatenate([a.json()["predictions"] for a in answers])
     assert np.abs(fair - eraser.predict_proba(rows)).max() <= 1e-6
     assert np.abs(np.array(first.json()["predictions"]) - eraser.predict_proba(rows[:1])).max() == 0

@@ -62,7 +62,7 @@ def row_texts(rows: Sequence[Any]) -> list[str]:
     return texts
 
 
-def rows_body(parts: Sequence[str | bytes], path: str = INSTANCES) -> bytes:
+def rows_body(parts: Sequence[str | bytes | memoryview], path: str = INSTANCES) -> bytes:
     """A request body with the rows at ``path`` (dotted), from the JSON texts of its parts.
 
     A part is one row's text or the text of several rows with the brackets of their array

@@ -15,7 +15,7 @@ Example
 >>> from ruleeraser.serve.schemas import api_models
 >>> reader = RequestReader((2,), max_rows=10, bound=1e30, model=api_models(2, 10, 1e30).request)
 >>> rows = reader.read(b'{"instances": [[0.5, 1], [2, 3.25]]}')
->>> rows.X.dtype, rows.X.shape, rows.text
+>>> rows.X.dtype, rows.X.shape, bytes(rows.text)
 (dtype('float32'), (2, 2), b'[0.5, 1], [2, 3.25]')
 >>> reader.read(b'{"instances": [[0.5, "1"]]}')
 Traceback (most recent call last):
@@ -42,11 +42,11 @@ _KEYS = frozenset(("instances", "return_original"))
 @dataclass(frozen=True)
 class Rows:
     """A request read: ``X`` ``(n, width)`` float32; ``text`` the rows' JSON without the
-    array's brackets; ``body`` the client's body when it holds the rows alone (it can go to
-    the upstream as it came), else None."""
+    array's brackets (a view into the body, not a copy); ``body`` the client's body when it
+    holds the rows alone (it can go to the upstream as it came), else None."""
 
     X: np.ndarray
-    text: bytes
+    text: bytes | memoryview
     return_original: bool
     body: bytes | None
 
@@ -94,7 +94,7 @@ class RequestReader:
         if not (flat.max() <= self.bound and flat.min() >= -self.bound):
             return None
         X = flat.astype(np.float32).reshape(n, self.width)
-        return Rows(X, body[start:stop], original, body if alone else None)
+        return Rows(X, memoryview(body)[start:stop], original, body if alone else None)
 
     def _checked(self, body: bytes) -> Rows:
         try:
