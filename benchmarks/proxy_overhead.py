@@ -353,8 +353,7 @@ async def bench(
                     f"{r + 1:>5} {target:>6} {ms(np.percentile(lat, 50)):>7} "
                     f"{ms(np.percentile(lat, 99)):>7} {len(lat) / elapsed:>7.0f} {errors:>6} "
                     f"{calls:>9} {limit:>5} {stolen[target][-1]:>6.0%}   {cpu['client']:>6.0f} "
-                    f"{cpu['upstream']:>8.0f} "
-                    f"{cpu['proxy']:>5.0f}"
+                    f"{cpu['upstream']:>8.0f} {cpu['proxy']:>5.0f}"
                 )
     summary, cpu_total = {}, {}
     print()
