@@ -22,10 +22,17 @@ import uvicorn
 import uvicorn.supervisors
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
+from uvicorn.server import ServerState
 
 from ruleeraser import Eraser
 from ruleeraser import serve as serve_module
-from ruleeraser.serve import ENV, add_serve_parser, create_app, create_app_from_env
+from ruleeraser.serve import (
+    ENV,
+    add_serve_parser,
+    create_app,
+    create_app_from_env,
+    uvicorn_options,
+)
 from ruleeraser.serve.bodies import RequestReader
 from ruleeraser.serve.bound import FLOAT32_MAX, input_bound
 from ruleeraser.serve.limit import InflightLimit
@@ -92,10 +99,12 @@ def handler_app(handler):
 
 @contextmanager
 def serving(app):
-    """Serve ``app`` with uvicorn on a loopback ephemeral port, in a thread."""
+    """Serve ``app`` with uvicorn as ``ruleeraser serve`` does, on a loopback ephemeral port,
+    in a thread."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=1)
+    options = uvicorn_options(access_log=False)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1, **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -865,12 +874,71 @@ def test_wide_rows_answer_as_the_eraser(tmp_path):
     first, *answers = answers
     # the coalesced call's body went out after its headers, in a write of its own
     assert len(upstream.bodies[-1]) >= SEPARATE_BODY_BYTES
-    assert json.loads(upstream.bodies[-1])["instances"] == [
+    # every client's rows, whole (the clients' requests may reach the proxy in any order)
+    assert sorted(json.loads(upstream.bodies[-1])["instances"]) == sorted(
         row for body in bodies for row in json.loads(body)["instances"]
-    ]
+    )
     fair = np.concatenate([a.json()["predictions"] for a in answers])
     assert np.abs(fair - eraser.predict_proba(rows)).max() <= 1e-6
     assert np.abs(np.array(first.json()["predictions"]) - eraser.predict_proba(rows[:1])).max() == 0
+
+
+class _Transport(asyncio.Transport):
+    """A connection that takes what the server writes."""
+
+    def __init__(self):
+        super().__init__()
+        self.written = bytearray()
+
+    def get_extra_info(self, name, default=None):
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 9)}.get(name, default)
+
+    def write(self, data):
+        self.written += data
+
+    def is_closing(self):
+        return False
+
+    def pause_reading(self):
+        pass
+
+    def resume_reading(self):
+        pass
+
+
+@pytest.mark.parametrize("pieces", [1, 2, 5])
+def test_the_protocol_hands_over_a_body_in_one_piece_as_read(pieces):
+    body = json.dumps({"instances": [[0.25] * 404] * 8}).encode()
+    head = b"POST /v1/predict HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % len(body)
+    cuts = np.linspace(0, len(body), pieces + 1).astype(int)
+    received = []
+
+    async def app(scope, receive, send):
+        while True:
+            message = await receive()
+            received.append(message["body"])
+            if not message["more_body"]:
+                break
+        headers = [(b"content-length", b"0")]
+        await send({"type": "http.response.start", "status": 204, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def serve():
+        config = uvicorn.Config(app, log_level="warning", **uvicorn_options(access_log=False))
+        config.load()
+        protocol = config.http_protocol_class(config, ServerState(), {})
+        transport = _Transport()
+        protocol.connection_made(transport)
+        held = []
+        for start, stop in zip(cuts[:-1], cuts[1:], strict=True):  # all before the app reads
+            protocol.data_received((head if start == 0 else b"") + body[start:stop])
+            held.append(type(protocol.cycle.body))
+        await asyncio.wait_for(asyncio.gather(*protocol.tasks), 10)
+        return held
+
+    held = asyncio.run(serve())
+    assert held == [bytes] + [bytearray] * (pieces - 1)  # uvicorn's buffer from a second piece
+    assert b"".join(received) == body
 
 
 READER = RequestReader((2,), 3, 1e30, api_models(2, 3, 1e30).request)

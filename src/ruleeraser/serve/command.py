@@ -52,12 +52,16 @@ def uvicorn_options(access_log: bool = True) -> dict[str, Any]:
 
     No ``Server`` or ``Date`` header on answers, and ``X-Forwarded-For`` is read only for the
     access log, the one place the client's address goes: without it uvicorn's
-    proxy-headers middleware would wrap every request for nothing.
+    proxy-headers middleware would wrap every request for nothing. A body read in one piece
+    reaches the app uncopied (:class:`~ruleeraser.serve.protocol.BodyAsReadProtocol`).
 
     >>> uvicorn_options(access_log=False)["proxy_headers"]
     False
     """
+    from ruleeraser.serve.protocol import BodyAsReadProtocol
+
     return {
+        "http": BodyAsReadProtocol,
         "access_log": access_log,
         "proxy_headers": access_log,
         "server_header": False,
