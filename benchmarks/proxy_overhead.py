@@ -33,9 +33,12 @@ round's end.
 Each round sends the same N requests (the same bodies) at the same concurrency straight to
 the upstream and through the proxy, alternating which goes first; latencies are pooled over
 rounds, requests per second are given per round (median and range). With several
-``--features`` widths, each width gets its own upstream, proxy and eraser in turn, and a last
-table gives per width the p50/p99 and requests per second direct and through the proxy and
-the proxy's CPU per request (and its ratio to the first width's). The bars: the proxy adds
+``--features`` widths, each width gets its own upstream, proxy and eraser, all started first,
+and every round runs each width in turn: the widths' figures are paired in time, since a
+shared machine's speed drifts over minutes (the ratio of the proxy's CPU per request at two
+widths is given over the rounds too). A last table gives per width the p50/p99 and requests
+per second direct and through the proxy and the proxy's CPU per request (and its ratio to
+the first width's). The bars: the proxy adds
 at most 2 ms at p50 and keeps at least 80% of the direct requests per second; at 2000
 features at least 70%; its CPU per request at 404 features is at most 1.5x that at 13.
 """
@@ -53,6 +56,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -282,96 +286,109 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1e3:.2f}"
 
 
-async def bench(
-    args: argparse.Namespace, demo: Any, eraser: Any, pids: dict[str, int | None],
-    urls: dict[str, str],
-) -> dict[str, Any]:  # fmt: skip
-    """Check the proxy's answers, warm up, run the rounds and print the numbers; the
-    summary: per target ``(p50 s, p99 s, median req/s)``, the proxy's CPU µs per request."""
+@dataclass
+class Width:
+    """One width's demo, eraser, servers and load clients, and its rounds' figures."""
+
+    width: int
+    demo: Any
+    eraser: Any
+    pids: dict[str, int | None]
+    urls: dict[str, str]
+    bodies: list[bytes] = field(default_factory=list)
+    posts: dict[str, Post] = field(default_factory=dict)
+    control: Any = None
+    diff: float = float("nan")
+    results: dict[str, list[tuple[np.ndarray, float, int, dict[str, float]]]] = field(
+        default_factory=lambda: {"direct": [], "proxy": []}
+    )
+    calls_per_request: list[float] = field(default_factory=list)
+    limits: list[Any] = field(default_factory=list)
+    stolen: dict[str, list[float]] = field(default_factory=lambda: {"direct": [], "proxy": []})
+
+
+async def prepare(args: argparse.Namespace, w: Width, stack: contextlib.AsyncExitStack) -> None:
+    """Open ``w``'s clients, check the proxy's answers against the eraser and warm up."""
     rng = np.random.default_rng(args.seed)
-    rows = demo.X_test[rng.permutation(len(demo.X_test))]
+    rows = w.demo.X_test[rng.permutation(len(w.demo.X_test))]
     k = args.rows_per_request
-    bodies = [
+    w.bodies = [
         httpx.Request("POST", "/", json={"instances": rows[i : i + k].tolist()}).read()
         for i in range(0, len(rows) - k + 1, k)
     ]
-    async with contextlib.AsyncExitStack() as stack:
-        control = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
-        posts = {
-            target: await load_client(args.client, args.concurrency, stack)
-            for target in ("direct", "proxy")
-        }
-        await wait_healthy(control, urls["health"])
-        check, fair = rows[:200], []
-        for i in range(0, len(check), 10):  # bodies within the proxy's limit at any width
-            answer = await control.post(
-                urls["proxy"], json={"instances": check[i : i + 10].tolist()}
-            )
-            fair.append(answer.raise_for_status().json()["predictions"])
-        diff = np.abs(np.concatenate(fair) - eraser.predict_proba(check)).max()
-        print(f"fair probabilities through the proxy vs Eraser.predict_proba on 200 rows: "
-              f"max |difference| = {diff:.1e}")  # fmt: skip
-        for target, post in posts.items():
-            await load(
-                post, args.concurrency, urls[target], bodies, args.warmup, args.phase_seconds
-            )
+    w.control = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
+    w.posts = {
+        target: await load_client(args.client, args.concurrency, stack)
+        for target in ("direct", "proxy")
+    }
+    await wait_healthy(w.control, w.urls["health"])
+    check, fair = rows[:200], []
+    for i in range(0, len(check), 10):  # bodies within the proxy's limit at any width
+        answer = await w.control.post(
+            w.urls["proxy"], json={"instances": check[i : i + 10].tolist()}
+        )
+        fair.append(answer.raise_for_status().json()["predictions"])
+    w.diff = float(np.abs(np.concatenate(fair) - w.eraser.predict_proba(check)).max())
+    print(f"{w.width} features: fair probabilities through the proxy vs Eraser.predict_proba "
+          f"on 200 rows: max |difference| = {w.diff:.1e}")  # fmt: skip
+    for target, post in w.posts.items():
+        await load(
+            post, args.concurrency, w.urls[target], w.bodies, args.warmup, args.phase_seconds
+        )
 
-        results: dict[str, list[tuple[np.ndarray, float, int, dict[str, float]]]] = {
-            "direct": [], "proxy": []
-        }  # fmt: skip
-        calls_per_request: list[float] = []
-        limits: list[Any] = []
-        stolen: dict[str, list[float]] = {"direct": [], "proxy": []}
-        print(f"\n{'round':>5} {'target':>6} {'p50 ms':>7} {'p99 ms':>7} {'req/s':>7} "
-              f"{'errors':>6} {'calls/req':>9} {'limit':>5} {'stolen':>6}   CPU µs/request: "
-              "client upstream proxy")  # fmt: skip
-        for r in range(args.rounds):
-            for target in ["direct", "proxy"][:: 1 if r % 2 == 0 else -1]:
-                counts0 = await upstream_counts(control, urls["counts"])
-                cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
-                ticks0 = machine_ticks()
-                lat, elapsed, errors = await load(
-                    posts[target], args.concurrency, urls[target], bodies, args.requests,
-                    args.phase_seconds,
-                )  # fmt: skip
-                cpu = {
-                    name: (cpu_seconds(pid) - cpu0[name]) / max(len(lat), 1) * 1e6
-                    for name, pid in pids.items()
-                }
-                stolen[target].append(stolen_share(ticks0, machine_ticks()))
-                calls = limit = ""
-                if target == "proxy":
-                    counts = await upstream_counts(control, urls["counts"])
-                    calls_per_request.append(
-                        (counts[0] - counts0[0]) / max(counts[1] - counts0[1], 1)
-                    )
-                    calls = f"{calls_per_request[-1]:.2f}"
-                    limits.append(counts[2])
-                    limit = "-" if counts[2] is None else str(counts[2])
-                results[target].append((lat, elapsed, errors, cpu))
-                print(
-                    f"{r + 1:>5} {target:>6} {ms(np.percentile(lat, 50)):>7} "
-                    f"{ms(np.percentile(lat, 99)):>7} {len(lat) / elapsed:>7.0f} {errors:>6} "
-                    f"{calls:>9} {limit:>5} {stolen[target][-1]:>6.0%}   {cpu['client']:>6.0f} "
-                    f"{cpu['upstream']:>8.0f} {cpu['proxy']:>5.0f}"
-                )
+
+async def run_round(args: argparse.Namespace, w: Width, r: int) -> None:
+    """Round ``r`` of ``w``: the same requests straight to the upstream and through the proxy,
+    alternating which goes first; one line each."""
+    for target in ["direct", "proxy"][:: 1 if r % 2 == 0 else -1]:
+        counts0 = await upstream_counts(w.control, w.urls["counts"])
+        cpu0 = {name: cpu_seconds(pid) for name, pid in w.pids.items()}
+        ticks0 = machine_ticks()
+        lat, elapsed, errors = await load(
+            w.posts[target], args.concurrency, w.urls[target], w.bodies, args.requests,
+            args.phase_seconds,
+        )  # fmt: skip
+        cpu = {
+            name: (cpu_seconds(pid) - cpu0[name]) / max(len(lat), 1) * 1e6
+            for name, pid in w.pids.items()
+        }
+        w.stolen[target].append(stolen_share(ticks0, machine_ticks()))
+        calls = limit = ""
+        if target == "proxy":
+            counts = await upstream_counts(w.control, w.urls["counts"])
+            w.calls_per_request.append((counts[0] - counts0[0]) / max(counts[1] - counts0[1], 1))
+            calls = f"{w.calls_per_request[-1]:.2f}"
+            w.limits.append(counts[2])
+            limit = "-" if counts[2] is None else str(counts[2])
+        w.results[target].append((lat, elapsed, errors, cpu))
+        print(
+            f"{r + 1:>5} {w.width:>5} {target:>6} {ms(np.percentile(lat, 50)):>7} "
+            f"{ms(np.percentile(lat, 99)):>7} {len(lat) / elapsed:>7.0f} {errors:>6} "
+            f"{calls:>9} {limit:>5} {w.stolen[target][-1]:>6.0%}   {cpu['client']:>6.0f} "
+            f"{cpu['upstream']:>8.0f} {cpu['proxy']:>5.0f}"
+        )
+
+
+def summarise(w: Width) -> dict[str, Any]:
+    """Print ``w``'s figures over its rounds; per target ``(p50 s, p99 s, median req/s)``, the
+    proxy's CPU µs per request (median of the rounds), the req/s ratio and the answers' diff."""
     summary, cpu_total = {}, {}
-    print()
-    for target, runs in results.items():
+    print(f"\n=== {w.width} features ===")
+    for target, runs in w.results.items():
         pooled = np.concatenate([lat for lat, *_ in runs])
         rps = np.array([len(lat) / elapsed for lat, elapsed, *_ in runs])
         p50s = np.array([np.percentile(lat, 50) for lat, *_ in runs])
         summary[target] = (np.percentile(pooled, 50), np.percentile(pooled, 99), rps)
-        cpu = {name: np.median([c[name] for *_, c in runs]) for name in pids}
+        cpu = {name: np.median([c[name] for *_, c in runs]) for name in w.pids}
         cpu_total[target] = sum(cpu.values())
         busy = {  # cores each process kept busy: 1.00 is all that one process can use
             name: np.median([c[name] * len(lat) / elapsed / 1e6 for lat, elapsed, _, c in runs])
-            for name in pids
+            for name in w.pids
         }
         calls = (
-            f"{np.median(calls_per_request):.2f} upstream calls/request [rounds "
-            f"{min(calls_per_request):.2f}-{max(calls_per_request):.2f}], in-flight limit "
-            f"at the rounds' ends {'/'.join(map(str, limits))}; "
+            f"{np.median(w.calls_per_request):.2f} upstream calls/request [rounds "
+            f"{min(w.calls_per_request):.2f}-{max(w.calls_per_request):.2f}], in-flight limit "
+            f"at the rounds' ends {'/'.join(map(str, w.limits))}; "
             if target == "proxy"
             else ""
         )
@@ -383,7 +400,7 @@ async def bench(
             + ", ".join(f"{name} {value:.0f}" for name, value in cpu.items())
             + "; busy cores "
             + ", ".join(f"{name} {value:.2f}" for name, value in busy.items())
-            + f"; stolen by the hypervisor {np.median(stolen[target]):.0%} of the machine's "
+            + f"; stolen by the hypervisor {np.median(w.stolen[target]):.0%} of the machine's "
             f"CPU time"
         )
     d50, p50 = summary["direct"][0], summary["proxy"][0]
@@ -403,17 +420,33 @@ async def bench(
         f"{ratios.min():.2f}-{ratios.max():.2f}] (bar >= {BAR_RPS_RATIO:.2f}: "
         f"{verdict[ratio >= BAR_RPS_RATIO]})"
     )
-    proxy_cpu = float(np.median([c["proxy"] for *_, c in results["proxy"]]))
+    proxy_cpus = [c["proxy"] for *_, c in w.results["proxy"]]
     return {
         **{
             target: (p50_, p99_, float(np.median(rps)))
             for target, (p50_, p99_, rps) in summary.items()
         },
-        "proxy_cpu": proxy_cpu,
-        "stolen": float(np.median(stolen["proxy"])),
+        "proxy_cpu": float(np.median(proxy_cpus)),
+        "proxy_cpus": proxy_cpus,
+        "stolen": float(np.median(w.stolen["proxy"])),
         "ratio": ratio,
-        "diff": diff,
+        "diff": w.diff,
     }
+
+
+async def bench(args: argparse.Namespace, widths: list[Width]) -> dict[int, dict[str, Any]]:
+    """Prepare every width, then run the rounds, each round every width in turn (so that the
+    widths' figures are paired in time); the summary of each width."""
+    async with contextlib.AsyncExitStack() as stack:
+        for w in widths:
+            await prepare(args, w, stack)
+        print(f"\n{'round':>5} {'width':>5} {'target':>6} {'p50 ms':>7} {'p99 ms':>7} "
+              f"{'req/s':>7} {'errors':>6} {'calls/req':>9} {'limit':>5} {'stolen':>6}   "
+              "CPU µs/request: client upstream proxy")  # fmt: skip
+        for r in range(args.rounds):
+            for w in widths:
+                await run_round(args, w, r)
+    return {w.width: summarise(w) for w in widths}
 
 
 def parse_args() -> argparse.Namespace:
@@ -426,7 +459,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rows-per-request", type=int, default=1)
     parser.add_argument(
         "--features", type=int, nargs="+", default=[4], metavar="N",
-        help="row widths to measure, one after the other (default 4: the narrow demo); "
+        help="row widths to measure, each in turn every round (default 4: the narrow demo); "
         "above 4 a COMPAS-shaped demo, e.g. --features 13 404 2000",
     )  # fmt: skip
     parser.add_argument(
@@ -474,9 +507,11 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def measure_width(args: argparse.Namespace, width: int) -> dict[str, Any]:
-    """Fit an eraser for the demo of ``width`` columns, start its upstream and proxy, and
-    run the rounds; the summary of :func:`bench`."""
+def start_width(
+    args: argparse.Namespace, width: int, tmp: str, procs: list[subprocess.Popen]
+) -> Width:
+    """Fit an eraser for the demo of ``width`` columns, save it under ``tmp`` and start its
+    upstream and proxy (appended to ``procs``)."""
     from example_upstream import make_demo
 
     from ruleeraser.eraser import Eraser
@@ -489,32 +524,40 @@ def measure_width(args: argparse.Namespace, width: int) -> dict[str, Any]:
             "POST", "/", json={"instances": demo.X_test[: args.rows_per_request].tolist()}
         ).read()
     )
-    print(f"\n=== {width} features ({body / 1e3:.1f} KB per request body) ===")
+    print(f"{width} features: {body / 1e3:.1f} KB per request body")
+    eraser.save(tmp)
+    up, up_port = start(
+        "upstream", "--seed", str(args.seed), "--features", str(width),
+        "--upstream-server", args.upstream_server,
+        "--upstream-latency-ms", str(args.upstream_latency_ms),
+    )  # fmt: skip
+    procs.append(up)
+    upstream = f"http://127.0.0.1:{up_port}/predict"
+    proxy_options = ["--no-coalesce"] if args.no_coalesce else []
+    for name in ("max_inflight", "min_inflight", "max_batch_rows"):
+        if getattr(args, name) is not None:
+            proxy_options += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    px, px_port = start("proxy", "--eraser", tmp, "--upstream", upstream, *proxy_options)
+    procs.append(px)
+    urls = {
+        "direct": upstream,
+        "proxy": f"http://127.0.0.1:{px_port}/v1/predict",
+        "health": f"http://127.0.0.1:{px_port}/healthz?upstream=true",
+        "counts": f"http://127.0.0.1:{px_port}/healthz",
+    }
+    return Width(width, demo, eraser, {"client": None, "upstream": up.pid, "proxy": px.pid}, urls)
+
+
+def measure(args: argparse.Namespace) -> dict[int, dict[str, Any]]:
+    """Start every width's upstream and proxy, run the rounds and stop them; the summaries."""
     procs: list[subprocess.Popen] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with contextlib.ExitStack() as stack:
         try:
-            eraser.save(tmp)
-            up, up_port = start(
-                "upstream", "--seed", str(args.seed), "--features", str(width),
-                "--upstream-server", args.upstream_server,
-                "--upstream-latency-ms", str(args.upstream_latency_ms),
-            )  # fmt: skip
-            procs.append(up)
-            upstream = f"http://127.0.0.1:{up_port}/predict"
-            proxy_options = ["--no-coalesce"] if args.no_coalesce else []
-            for name in ("max_inflight", "min_inflight", "max_batch_rows"):
-                if getattr(args, name) is not None:
-                    proxy_options += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
-            px, px_port = start("proxy", "--eraser", tmp, "--upstream", upstream, *proxy_options)
-            procs.append(px)
-            urls = {
-                "direct": upstream,
-                "proxy": f"http://127.0.0.1:{px_port}/v1/predict",
-                "health": f"http://127.0.0.1:{px_port}/healthz?upstream=true",
-                "counts": f"http://127.0.0.1:{px_port}/healthz",
-            }
-            pids = {"client": None, "upstream": up.pid, "proxy": px.pid}
-            return asyncio.run(bench(args, demo, eraser, pids, urls))
+            widths = [
+                start_width(args, width, stack.enter_context(tempfile.TemporaryDirectory()), procs)
+                for width in dict.fromkeys(args.features)
+            ]
+            return asyncio.run(bench(args, widths))
         finally:
             for proc in procs:
                 proc.terminate()
@@ -551,9 +594,11 @@ def print_widths(summaries: dict[int, dict[str, Any]]) -> None:
     narrow, wide = CPU_WIDTHS
     if narrow in summaries and wide in summaries:
         growth = summaries[wide]["proxy_cpu"] / summaries[narrow]["proxy_cpu"]
+        rounds = np.divide(summaries[wide]["proxy_cpus"], summaries[narrow]["proxy_cpus"])
         print(
-            f"proxy CPU per request at {wide} features / at {narrow}: {growth:.2f} (bar <= "
-            f"{BAR_CPU_GROWTH:g}: {verdict[growth <= BAR_CPU_GROWTH]})"
+            f"proxy CPU per request at {wide} features / at {narrow}: {growth:.2f} [same "
+            f"rounds {rounds.min():.2f}-{rounds.max():.2f}] (bar <= {BAR_CPU_GROWTH:g}: "
+            f"{verdict[growth <= BAR_CPU_GROWTH]})"
         )
 
 
@@ -577,8 +622,7 @@ def main() -> int:
         f"{server_stack()}, load average before start {os.getloadavg()[0]:.2f}; three "
         f"processes: client ({args.client}), upstream, proxy (1 worker each)"
     )
-    summaries = {width: measure_width(args, width) for width in dict.fromkeys(args.features)}
-    print_widths(summaries)
+    print_widths(measure(args))
     return 0
 
 
