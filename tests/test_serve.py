@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from uvicorn.server import ServerState
 
-from ruleeraser import Eraser
+from ruleeraser import Eraser, wire
 from ruleeraser import serve as serve_module
 from ruleeraser.serve import (
     ENV,
@@ -37,7 +37,7 @@ from ruleeraser.serve.bodies import RequestReader
 from ruleeraser.serve.bound import FLOAT32_MAX, input_bound
 from ruleeraser.serve.limit import InflightLimit
 from ruleeraser.serve.schemas import api_models
-from ruleeraser.serve.upstream import SEPARATE_BODY_BYTES, Refusal
+from ruleeraser.serve.upstream import SEPARATE_BODY_BYTES, Refusal, Upstream
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from example_upstream import create_upstream_app, make_demo  # noqa: E402
@@ -881,6 +881,32 @@ def test_wide_rows_answer_as_the_eraser(tmp_path):
     fair = np.concatenate([a.json()["predictions"] for a in answers])
     assert np.abs(fair - eraser.predict_proba(rows)).max() <= 1e-6
     assert np.abs(np.array(first.json()["predictions"]) - eraser.predict_proba(rows[:1])).max() == 0
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_body_in_pieces_reaches_the_upstream_whole(demo, loop):
+    """Pieces of a body of 64 KiB or more go out unjoined on uvloop (one writelines), joined
+    on asyncio's loop; either way the upstream gets the body they make."""
+    rows = np.tile(demo.X_test[:8], (150, 1))
+    texts = [wire.dumps(row) for row in rows.tolist()]
+    parts = [",".join(texts[:600]), ",".join(texts[600:])]
+    pieces = wire.rows_body_pieces([parts[0], memoryview(parts[1].encode())])
+    assert sum(len(piece) for piece in pieces) >= SEPARATE_BODY_BYTES
+    recorder = Recorder(demo.model, delay=0)
+    event_loop = (
+        pytest.importorskip("uvloop").new_event_loop()
+        if loop == "uvloop"
+        else asyncio.new_event_loop()
+    )
+    try:
+        with serving(handler_app(recorder)) as url:
+            upstream = Upstream(f"{url}/predict", timeout=10, max_connections=2)
+            proba = event_loop.run_until_complete(upstream.query(pieces, len(rows)))
+            event_loop.run_until_complete(upstream.aclose())
+    finally:
+        event_loop.close()
+    assert recorder.bodies == [wire.rows_body(parts)]
+    assert np.allclose(proba, demo.model.predict_proba(rows))
 
 
 class _Transport(asyncio.Transport):

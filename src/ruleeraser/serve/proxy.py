@@ -26,7 +26,7 @@ from ruleeraser.serve.bodies import RequestReader, Rows, answer_body, error_body
 from ruleeraser.serve.bound import FLOAT32_MAX
 from ruleeraser.serve.limit import InflightLimit
 from ruleeraser.serve.settings import Settings
-from ruleeraser.serve.upstream import Refusal, Upstream
+from ruleeraser.serve.upstream import Body, Refusal, Upstream
 
 log = logging.getLogger("ruleeraser.serve")
 
@@ -168,12 +168,12 @@ class Proxy:
         return rtt
 
     @staticmethod
-    def _body(batch: list[Pending]) -> bytes:
+    def _body(batch: list[Pending]) -> Body:
         """The upstream request: a lone request's own body when it holds the rows alone,
-        else the requests' rows joined as their clients wrote them."""
+        else the pieces of one with the requests' rows as their clients wrote them."""
         if len(batch) == 1 and batch[0].rows.body is not None:
             return batch[0].rows.body
-        return wire.rows_body([item.rows.text for item in batch])
+        return wire.rows_body_pieces([item.rows.text for item in batch])
 
     def _patched(self, batch: list[Pending]) -> tuple[list[Pending], list[np.ndarray]]:
         """``log G_j(x)`` of each patch on the batch's rows; a request with a row a patch
@@ -207,7 +207,7 @@ class Proxy:
                 raise Refusal(500, f"internal error: {exc}") from None
             raise Refusal(422, str(exc)) from None
 
-    async def query(self, body: bytes, n: int, timeout: float | None = None) -> np.ndarray:
+    async def query(self, body: Body, n: int, timeout: float | None = None) -> np.ndarray:
         """The upstream's probabilities for a request body of ``n`` rows; 502 or 504."""
         proba = await self.upstream.query(body, n, timeout)
         if proba.shape[1] != len(self.classes):
