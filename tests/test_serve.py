@@ -872,7 +872,7 @@ def test_wide_rows_answer_as_the_eraser(tmp_path):
     with proxy_on_loopback(eraser, upstream, max_inflight=1) as url:
         answers, _ = post_all(url, bodies, first=_body(rows[:1]))
     first, *answers = answers
-    # the coalesced call's body went out after its headers, in a write of its own
+    # the coalesced call's body is large enough to go out in pieces after its headers
     assert len(upstream.bodies[-1]) >= SEPARATE_BODY_BYTES
     # every client's rows, whole (the clients' requests may reach the proxy in any order)
     assert sorted(json.loads(upstream.bodies[-1])["instances"]) == sorted(
