@@ -38,9 +38,9 @@ and every round runs each width in turn: the widths' figures are paired in time,
 shared machine's speed drifts over minutes (the ratio of the proxy's CPU per request at two
 widths is given over the rounds too). A last table gives per width the p50/p99 and requests
 per second direct and through the proxy and the proxy's CPU per request (and its ratio to
-the first width's). The bars: the proxy adds
-at most 2 ms at p50 and keeps at least 80% of the direct requests per second; at 2000
-features at least 70%; its CPU per request at 404 features is at most 1.5x that at 13.
+the first width's). The bars: the proxy adds at most 2 ms at p50 and keeps at least 80% of
+the direct requests per second; at 2000 features at least 70%; its CPU per request at 404
+features is at most 1.5x that at 13.
 """
 
 import argparse

@@ -74,7 +74,7 @@ class Upstream:
             )
         pieces = [body] if isinstance(body, bytes) else body
         size = sum(len(piece) for piece in pieces)
-        data: bytes | _Pieces = _Pieces(pieces) if size >= SEPARATE_BODY_BYTES else b"".join(pieces)
+        data = _Pieces(pieces, size) if size >= SEPARATE_BODY_BYTES else b"".join(pieces)
         async with self.session.post(
             self.url, data=data, headers=_JSON, timeout=aiohttp.ClientTimeout(total=timeout)
         ) as answer:
@@ -122,9 +122,9 @@ class _Pieces(aiohttp.Payload):
 
     _autoclose = True
 
-    def __init__(self, pieces: Sequence[bytes | memoryview]) -> None:
+    def __init__(self, pieces: Sequence[bytes | memoryview], size: int) -> None:
         super().__init__(pieces, content_type=_JSON["content-type"])
-        self._size = sum(len(piece) for piece in pieces)
+        self._size = size
 
     def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
         return b"".join(self._value).decode(encoding, errors)
