@@ -14,6 +14,7 @@ import importlib
 import timeit
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import numpy as np
 import orjson
@@ -28,21 +29,23 @@ def best(call: Callable[[], object]) -> float:
     return 1e6 * min(timeit.repeat(call, number=2000, repeat=5)) / 2000
 
 
+#: The other parsers compared when installed: each one's parse of a whole body (its own tree
+#: or Python objects), made from its module.
+OTHERS: dict[str, Callable[[Any], Callable[[bytes], object]]] = {
+    "yyjson": lambda module: module.Document,
+    "cysimdjson": lambda module: module.JSONParser().parse,
+    "msgspec": lambda module: module.json.Decoder().decode,
+}
+
+
 def other_parsers() -> dict[str, Callable[[bytes], object]]:
-    """Each installed parser's parse of a whole body (its own tree or Python objects)."""
+    """orjson's parse and that of each parser of :data:`OTHERS` that is installed."""
     parsers: dict[str, Callable[[bytes], object]] = {"orjson": orjson.loads}
-    for name in ("yyjson", "cysimdjson", "msgspec"):
+    for name, parse_with in OTHERS.items():
         try:
-            module = importlib.import_module(name)
+            parsers[name] = parse_with(importlib.import_module(name))
         except ImportError:
             print(f"{name} is not installed: not compared")
-            continue
-        if name == "yyjson":
-            parsers[name] = module.Document
-        elif name == "cysimdjson":
-            parsers[name] = module.JSONParser().parse
-        else:
-            parsers[name] = module.json.Decoder().decode
     return parsers
 
 

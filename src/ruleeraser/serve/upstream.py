@@ -72,7 +72,7 @@ class Upstream:
                 connector=aiohttp.TCPConnector(limit=self.max_connections),
                 skip_auto_headers=("User-Agent",),
             )
-        pieces = [body] if isinstance(body, bytes) else body
+        pieces = [body] if isinstance(body, bytes) else body  # joining one bytes returns it
         size = sum(len(piece) for piece in pieces)
         data = _Pieces(pieces, size) if size >= SEPARATE_BODY_BYTES else b"".join(pieces)
         async with self.session.post(
