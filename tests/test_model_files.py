@@ -117,7 +117,7 @@ def test_onnx_threads_set_the_session_and_apply_to_onnx_only(model, data, tmp_pa
 def test_bad_specs(tmp_path, model):
     sio.dump(model, tmp_path / "m.skops")
     with pytest.raises(ValueError, match="cannot tell what model"):
-        load_model(tmp_path / "m.txt")
+        load_model(tmp_path / "m.h5")
     with pytest.raises(FileNotFoundError, match="no model file"):
         load_model(tmp_path / "nope.onnx")
     with pytest.raises(ValueError, match=r"\['budget'\] apply only to an http"):

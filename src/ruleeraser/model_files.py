@@ -1,10 +1,12 @@
-"""Open a deployed model from where a user has it: a URL, an ONNX file, a skops file.
+"""Open a deployed model from where a user has it: a URL, an ONNX file, a skops file, a
+LightGBM, XGBoost or CatBoost file (:mod:`ruleeraser.gbm_files`).
 
 :func:`load_model` returns a :class:`ruleeraser.BlackBox`, ready for ``Eraser(model)``.
 Nothing runs code from a file unless asked: skops files may hold only scikit-learn and
-numpy classes; pickle and joblib files are refused unless ``allow_pickle=True``. A file that
-cannot be what its name says (a directory, an empty file, pickle bytes named ``.skops``, an
-ONNX file that does not parse) raises :class:`ModelFileError` naming the file and the fault.
+numpy classes and the types the caller names as ``trusted``; pickle and joblib files are
+refused unless ``allow_pickle=True``. A file that cannot be what its name says (a
+directory, an empty file, pickle bytes named ``.skops``, an ONNX file that does not parse)
+raises :class:`ModelFileError` naming the file and the fault.
 
 Example
 -------
@@ -35,9 +37,10 @@ from typing import Any
 import numpy as np
 
 from ruleeraser.blackbox import BlackBox, Output
+from ruleeraser.gbm_files import GBM_KINDS, GBM_SUFFIXES, library_name, open_gbm
 
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
-SUFFIXES = (".onnx", ".skops", ".pt2", *PICKLE_SUFFIXES)
+SUFFIXES = (".onnx", ".skops", ".pt2", *GBM_SUFFIXES, *PICKLE_SUFFIXES)
 #: Packages whose classes a skops file may instantiate.
 TRUSTED_PACKAGES = ("sklearn", "numpy")
 
@@ -47,6 +50,7 @@ KINDS = {
     ".skops": "a skops file",
     ".pt2": "a torch.export program",
     **dict.fromkeys(PICKLE_SUFFIXES, "a pickle"),
+    **GBM_KINDS,
 }
 
 _ONNX_DTYPES = {
@@ -76,6 +80,7 @@ def load_model(
     output_name: str | None = None,
     classes: Sequence[Any] | None = None,
     threads: int | None = None,
+    trusted: Sequence[str] = (),
     **http_options: Any,
 ) -> BlackBox:
     """The model at ``spec`` as a :class:`~ruleeraser.BlackBox`.
@@ -84,16 +89,19 @@ def load_model(
     ----------
     spec: an ``http://``/``https://`` URL (:class:`~ruleeraser.http_model.HTTPModel`,
         configured by ``http_options``), an ``.onnx`` file (onnxruntime), a ``.skops`` file,
-        or, with ``allow_pickle=True`` only, a ``.pkl``/``.pickle``/``.joblib`` file.
+        a LightGBM ``.txt``, XGBoost ``.json``/``.ubj`` or CatBoost ``.cbm`` model file, or,
+        with ``allow_pickle=True`` only, a ``.pkl``/``.pickle``/``.joblib`` file.
     allow_pickle: allow a pickle or joblib file (loading one runs code from the file).
     output: whether the model returns probabilities or logits (URL and ONNX; a scikit-learn
         model gives probabilities).
     output_name: the output tensor to read (ONNX and the kserve-v2 protocol), needed when
         there are several.
-    classes: the labels of the output columns (URL and ONNX; a scikit-learn model knows its
-        ``classes_``).
+    classes: the labels of the output columns (URL, ONNX, LightGBM, XGBoost: else 0 .. k-1;
+        a scikit-learn or CatBoost model knows its labels, which ``classes`` must equal).
     threads: an ONNX session's compute threads (None: onnxruntime's default, one per core;
         a scale-out worker, which is one core, takes 1).
+    trusted: types a skops file may hold besides scikit-learn and numpy classes, named as
+        ``skops.io.get_untrusted_types`` names them (e.g. ``lightgbm.basic.Booster``).
     http_options: options of :class:`~ruleeraser.http_model.HTTPModel` (URL only).
 
     Returns
@@ -109,6 +117,8 @@ def load_model(
     spec = str(spec)
     if threads is not None and not takes_threads(spec):
         raise ValueError(f"threads applies to ONNX files, not to {spec}")
+    if trusted and not spec.lower().endswith(".skops"):
+        raise ValueError(f"trusted types apply to skops files, not to {spec}")
     if spec.startswith(("http://", "https://")):
         from ruleeraser.http_model import HTTPModel
 
@@ -128,7 +138,8 @@ def load_model(
         raise PermissionError(
             f"refusing to load {spec}: loading a pickle/joblib file runs arbitrary code from "
             "the file. Pass allow_pickle=True (command line: --allow-pickle) only for a file "
-            "you trust, or save the model with skops (skops.io.dump) instead"
+            "you trust, or save the model with skops (skops.io.dump) or in its library's own "
+            "format (LightGBM .txt, XGBoost .json, CatBoost .cbm) instead"
         )
     check_model_file(path)
     if suffix == ".onnx":
@@ -138,13 +149,34 @@ def load_model(
         raise ValueError("output_name applies to ONNX files and kserve-v2 URLs")
     if suffix == ".pt2":
         return BlackBox(TorchExportModel(path), output=output, classes=classes)
-    model = load_skops(path) if suffix == ".skops" else _load_pickle(path)
+    if suffix in GBM_SUFFIXES:
+        return _gbm_blackbox(path, output=output, classes=classes)
+    return _estimator_blackbox(path, trusted, output=output, classes=classes)
+
+
+def _estimator_blackbox(path: Path, trusted: Sequence[str], **options: Any) -> BlackBox:
+    """A scikit-learn style classifier in a skops or (allowed) pickle file, as a black box."""
+    suffix = path.suffix.lower()
+    model = load_skops(path, trusted=trusted) if suffix == ".skops" else _load_pickle(path)
     if not hasattr(model, "predict_proba"):
         raise ModelFileError(
             f"{path} holds a {type(model).__name__}, not a classifier with predict_proba"
         )
     _check_fitted(model, path)
-    return sklearn_blackbox(model, output=output, classes=classes)
+    return sklearn_blackbox(model, **options)
+
+
+def _gbm_blackbox(path: Path, *, output: Output, classes: Sequence[Any] | None) -> BlackBox:
+    """A LightGBM, XGBoost or CatBoost model file as a black box of its probabilities."""
+    if output != "proba":
+        raise ValueError(f"{path} gives probabilities: output='proba' (--model-output proba)")
+    with _reading(path, f"{library_name(path)} model"):
+        fn = open_gbm(path)
+    if fn.not_a_classifier is not None:
+        raise ModelFileError(f"{path} holds {fn.not_a_classifier}")
+    if classes is not None and fn.classes is not None and list(classes) != fn.classes:
+        raise ValueError(f"classes {list(classes)} differ from {path}'s classes {fn.classes}")
+    return BlackBox(fn, classes=fn.classes if classes is None else classes)
 
 
 def _check_fitted(model: Any, path: Path) -> None:
@@ -330,18 +362,24 @@ class ONNXModel:
             )
         return self.session.run([self.output_name], {self.input.name: arr})[0]
 
+    @property
+    def n_features(self) -> int | None:
+        """The width of the input tensor's rows, where the model fixes it."""
+        shape = self.input.shape
+        return shape[1] if len(shape) == 2 and isinstance(shape[1], int) else None
+
     def __repr__(self) -> str:
         return f"ONNXModel({str(self.path)!r}, output_name={self.output_name!r})"
 
 
-def load_skops(path: str | Path) -> Any:
-    """Load a skops file that holds only scikit-learn and numpy classes.
+def load_skops(path: str | Path, *, trusted: Sequence[str] = ()) -> Any:
+    """Load a skops file that holds only scikit-learn and numpy classes and ``trusted`` types.
 
     skops refuses types it does not trust by default; here the file's other types are
     accepted only when they are classes of :data:`TRUSTED_PACKAGES` (never functions, which
-    a model could call). Anything else raises ``ValueError`` listing the refused types; a file
-    skops cannot read raises :class:`ModelFileError`. Returns the loaded object (see the
-    module's example).
+    a model could call) or named in ``trusted`` (e.g. ``lightgbm.sklearn.LGBMClassifier``).
+    Anything else raises ``ValueError`` listing the refused types and how to trust them; a
+    file skops cannot read, :class:`ModelFileError`. Returns the object (module's example).
     """
     try:
         import skops.io as sio
@@ -349,12 +387,12 @@ def load_skops(path: str | Path) -> Any:
         raise ImportError("skops files need skops: pip install 'rule-eraser[skops]'") from exc
     with _reading(path, "skops file"):
         untrusted = sio.get_untrusted_types(file=path)
-    refused = [name for name in untrusted if not _is_trusted_class(name)]
+    refused = [name for name in untrusted if name not in trusted and not _is_trusted_class(name)]
     if refused:
+        flags = " ".join(f"--trust {name}" for name in refused)
         raise ValueError(
             f"{path} holds types other than scikit-learn and numpy classes, refused: {refused}. "
-            "If you trust the file, load it yourself with skops.io.load(path, trusted=[...]) "
-            "and pass the model to the Eraser"
+            f"If you trust them, pass {flags} (library: load_model(..., trusted=[...]))"
         )
     with _reading(path, "skops file"):
         return sio.load(path, trusted=untrusted)
@@ -416,6 +454,17 @@ class _SklearnCall:
         if hasattr(X, "columns") and not hasattr(self.model, "feature_names_in_"):
             X = X.to_numpy()
         return self.model.predict_proba(X)
+
+    @property
+    def feature_names(self) -> list[str] | None:
+        """The model's ``feature_names_in_`` (None when fitted on unnamed columns)."""
+        names = getattr(self.model, "feature_names_in_", None)
+        return None if names is None else [str(n) for n in names]
+
+    @property
+    def n_features(self) -> int | None:
+        """The model's ``n_features_in_``, where it has one."""
+        return getattr(self.model, "n_features_in_", None)
 
 
 def sklearn_blackbox(

@@ -1,5 +1,6 @@
 """What the ``fit``, ``predict`` and ``evaluate`` commands share: the ``--model`` options and
-the model they open, reading a table in chunks, and the checks of their options.
+the model they open, the choice of the model's input columns, reading a table in chunks, and
+the checks of their options.
 
 Example
 -------
@@ -83,6 +84,8 @@ def model_options(
         raise ValueError(f"{flags} apply only to a model at an http(s) URL, not {args.model}")
     if is_url:
         options["progress"] = progress
+    if args.trust:
+        options["trusted"] = list(args.trust)
     return {
         "allow_pickle": args.allow_pickle,
         "output": args.model_output,
@@ -90,6 +93,84 @@ def model_options(
         "classes": classes,
         **options,
     }
+
+
+def model_columns(
+    model: Any,
+    data: str | Path,
+    *,
+    given: Sequence[str] | None = None,
+    eraser: Any = None,
+    exclude: Sequence[str] = (),
+    spec: str = "the model",
+) -> list[str]:
+    """The model's input columns in the table ``data``, in the model's order: the one choice
+    of ``fit``, ``evaluate`` and ``predict``.
+
+    The columns are the eraser's features (``evaluate``, ``predict``), else ``given``
+    (``--features``), else the model's own feature names, else (``fit``) every column of
+    ``data`` but ``exclude`` (the target and the bias columns). They must then be the names
+    the model knows, as many as the features it takes, and columns of ``data``; else
+    ``ValueError`` naming the difference, the count or the missing column and the file.
+
+    Parameters
+    ----------
+    model: the black box (:func:`ruleeraser.gbm_files.model_features` says what it takes).
+    data: the table file. given: ``--features``, if given. eraser: the fitted eraser, if any.
+    exclude: the columns that are no default feature. spec: the model, for messages.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> import pandas as pd
+    >>> from ruleeraser.model_files import sklearn_blackbox
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> frame = pd.DataFrame({"id": [1, 2], "x": [0.0, 1.0], "sex": [0, 1], "y": [0, 1]})
+    >>> path = Path(tempfile.mkdtemp()) / "rows.csv"
+    >>> frame.to_csv(path, index=False)
+    >>> model = sklearn_blackbox(LogisticRegression().fit(frame[["x", "sex"]], frame["y"]))
+    >>> model_columns(model, path, exclude=["y", "sex"])
+    ['x', 'sex']
+    """
+    from ruleeraser.gbm_files import model_features
+    from ruleeraser.inputs import fitted_columns
+    from ruleeraser.tables import table_columns
+
+    names, count = model_features(model)
+    columns = table_columns(data)
+    saved = getattr(eraser, "feature_names_in_", None)
+    if saved is not None or (eraser is not None and names is None):
+        features = fitted_columns(saved, given, "--features")
+        source = "--features" if saved is None else "the eraser's features"
+    elif given:
+        features, source = list(given), "--features"
+    elif names is not None:
+        features, source = names, "the model's features"
+    else:
+        features = [c for c in columns if c not in exclude]
+        source = f"the columns of {data} but the target and --bias"
+    if names is not None and features != names:
+        raise ValueError(
+            f"{source} differ from the features {spec} takes: {_difference(features, names)}"
+        )
+    if count is not None and len(features) != count:
+        hint = "" if given or saved else "; list the model's input columns with --features"
+        raise ValueError(
+            f"{spec} takes {count} features; {source} are {len(features)}: {features}{hint}"
+        )
+    missing = [c for c in features if c not in columns]
+    if missing:
+        raise ValueError(f"{data} has no column(s) {missing}, which {spec} takes as input")
+    return features
+
+
+def _difference(got: list[str], wanted: list[str]) -> str:
+    """How the columns ``got`` differ from ``wanted``, for a message."""
+    lacking = [c for c in wanted if c not in got]
+    extra = [c for c in got if c not in wanted]
+    parts = [f"missing {lacking}"] if lacking else []
+    parts += [f"not the model's: {extra}"] if extra else []
+    return "; ".join(parts) or f"another order (the model's: {wanted})"
 
 
 def parse_header(text: str) -> tuple[str, str]:
@@ -195,13 +276,19 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("the deployed model")
     model.add_argument(
         "--model", required=True, metavar="SPEC",
-        help="the model: an http(s):// URL, an .onnx file, a .skops file, a .pt2 file "
-        "(torch.export), or (with --allow-pickle) a .pkl/.pickle/.joblib file",
+        help="the model: an http(s):// URL, an .onnx, .skops or .pt2 (torch.export) file, a "
+        "LightGBM .txt, XGBoost .json/.ubj (classes 0 .. k-1 unless fit's --classes) or "
+        "CatBoost .cbm file, or (with --allow-pickle) a .pkl/.pickle/.joblib file",
     )  # fmt: skip
     model.add_argument(
         "--allow-pickle", action="store_true",
         help="allow a pickle/joblib model file; loading one RUNS ARBITRARY CODE from the file, "
         "so use it only for a file you trust",
+    )  # fmt: skip
+    model.add_argument(
+        "--trust", action="append", metavar="TYPE",
+        help="a type a .skops file may hold besides scikit-learn and numpy classes, as its "
+        "refusal names it (repeatable; only for a file you trust)",
     )  # fmt: skip
     model.add_argument(
         "--model-output", choices=["proba", "logits"], default="proba",

@@ -15,6 +15,7 @@ from ruleeraser.cli.common import (
     add_stream_options,
     chunks,
     http_summary,
+    model_columns,
     opened_model,
     rows_error,
 )
@@ -24,7 +25,6 @@ def run(args: argparse.Namespace) -> int:
     """Stream ``--data`` through the model and the eraser; print the report and write it to
     ``--out`` (report.md, report.json, groups.png). Returns 0."""
     from ruleeraser import Eraser
-    from ruleeraser.inputs import fitted_columns
     from ruleeraser.metrics import report
     from ruleeraser.report_files import (
         plot_groups,
@@ -39,8 +39,8 @@ def run(args: argparse.Namespace) -> int:
         raise FileExistsError(f"--out {out_dir} is a file; the report is a folder")
     with opened_model(args) as model:
         eraser = Eraser.load(args.eraser, model)
-        features = fitted_columns(
-            getattr(eraser, "feature_names_in_", None), args.features, "--features"
+        features = model_columns(
+            model, args.data, given=args.features, eraser=eraser, spec=args.model
         )
         biases = list(dict.fromkeys(args.bias or eraser.bias_names_))
         if args.target in biases:

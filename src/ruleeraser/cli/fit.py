@@ -7,32 +7,39 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ruleeraser.cli.common import add_model_options, cast_classes, http_summary, opened_model
+from ruleeraser.cli.common import (
+    add_model_options,
+    cast_classes,
+    http_summary,
+    model_columns,
+    opened_model,
+)
 
 
 def run(args: argparse.Namespace) -> int:
     """Fit and save the eraser the options describe; print what was fitted. Returns 0."""
     from ruleeraser import Eraser
-    from ruleeraser.tables import check_features, check_labels, read_table, table_columns
+    from ruleeraser.tables import check_features, check_labels, read_table
 
     check_out(args.out, args.overwrite)  # before the model is paid for
     biases = list(dict.fromkeys(args.bias))
     if args.target in biases:
         raise ValueError(f"--target {args.target!r} is also a --bias column")
-    features = args.features or [
-        c for c in table_columns(args.data) if c != args.target and c not in biases
-    ]
-    if args.target in features:
-        raise ValueError(f"--target {args.target!r} cannot be one of the --features")
-    if not features:
-        raise ValueError(f"{args.data} has no column left for the model's inputs")
-    frame = read_table(args.data, [*features, args.target, *biases])
-    check_features(frame[features])
-    for column in [args.target, *biases]:
-        check_labels(frame[column])
-    classes = cast_classes(args.classes, frame[args.target]) if args.classes else None
+    target = read_table(args.data, [args.target])[args.target] if args.classes else None
+    classes = cast_classes(args.classes, target) if args.classes else None
     start = time.perf_counter()
     with opened_model(args, progress=not args.quiet, classes=classes) as model:
+        features = model_columns(
+            model, args.data, given=args.features, exclude=[args.target, *biases], spec=args.model
+        )
+        if args.target in features:
+            raise ValueError(f"--target {args.target!r} cannot be one of the --features")
+        if not features:
+            raise ValueError(f"{args.data} has no column left for the model's inputs")
+        frame = read_table(args.data, [*features, args.target, *biases])
+        check_features(frame[features])
+        for column in [args.target, *biases]:
+            check_labels(frame[column])
         eraser = Eraser(
             model,
             rule=args.rule,
@@ -118,8 +125,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     )  # fmt: skip
     fit.add_argument(
         "--features", nargs="+", metavar="COL",
-        help="the model's input columns, in the model's order (default: every column but the "
-        "target and the bias columns; list a bias column here if the model takes it)",
+        help="the model's input columns, in the model's order (default: the model's own "
+        "feature names where it knows them, a bias column included; else every column but "
+        "the target and the bias columns: list a bias column here if the model takes it)",
     )  # fmt: skip
     fit.add_argument("--out", required=True, metavar="ERASER_DIR", help="where to save the eraser")
     fit.add_argument(

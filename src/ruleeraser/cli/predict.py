@@ -11,6 +11,7 @@ from ruleeraser.cli.common import (
     add_stream_options,
     chunks,
     http_summary,
+    model_columns,
     model_options,
     opened_model,
     rows_error,
@@ -38,10 +39,13 @@ def _run_file(args: argparse.Namespace) -> int:
     from ruleeraser.tables import TableWriter, require_columns
 
     with opened_model(args) as model:
+        eraser = Eraser.load(args.eraser, model)
         scorer = FairScorer.around(
-            Eraser.load(args.eraser, model),
+            eraser,
             keys=args.keep_columns or [],
-            features=args.features,
+            features=model_columns(
+                model, args.data, given=args.features, eraser=eraser, spec=args.model
+            ),
             keep_original=args.keep_original,
         )
         require_columns(args.data, [*scorer.features, *scorer.keys])
