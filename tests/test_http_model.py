@@ -17,6 +17,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from ruleeraser import Eraser
+from ruleeraser.fingerprint import N_PROBES
 from ruleeraser.http_model import (
     CACHE_FILE,
     CacheFileError,
@@ -282,9 +283,10 @@ def test_fitting_twice_with_the_cache_queries_once(server, data, tmp_path):
         return Eraser(box, random_state=0, max_epochs=3).fit(frame, y, bias=b), box.fn
 
     first, http = fit()
-    assert http.rows_sent == first.n_queries_ == len(X) and sum(server.rows) == len(X)
+    paid = len(X) + N_PROBES  # the calibration rows and the fingerprint's probe rows
+    assert http.rows_sent == first.n_queries_ + N_PROBES == paid and sum(server.rows) == paid
     second, http = fit()
-    assert http.rows_sent == 0 and http.cache_hits == len(X) and sum(server.rows) == len(X)
+    assert http.rows_sent == 0 and http.cache_hits == paid and sum(server.rows) == paid
     reference = Eraser(sklearn_blackbox(model), random_state=0, max_epochs=3).fit(frame, y, bias=b)
     np.testing.assert_allclose(second.predict_proba(frame), reference.predict_proba(frame))
     assert http.rows_sent == 0
@@ -303,13 +305,13 @@ def test_command_line_fit_twice_queries_once(server, data, tmp_path, capsys):
         "--bias", "b", "--features", *COLUMNS, "--out", str(tmp_path / "eraser"),
         "--cache-dir", str(tmp_path / "cache"), "--max-epochs", "2", "--quiet",
     ]  # fmt: skip
-    assert main(args) == 0
-    assert "200 rows sent in 1 request(s), 0 answered" in capsys.readouterr().out
+    assert main(args) == 0  # the calibration rows, then the fingerprint's probe rows
+    assert "216 rows sent in 2 request(s), 0 answered" in capsys.readouterr().out
     assert main([*args, "--budget", "0", "--overwrite"]) == 0
-    assert "0 rows sent in 0 request(s), 200 answered" in capsys.readouterr().out
-    assert sum(server.rows) == 200
+    assert "0 rows sent in 0 request(s), 216 answered" in capsys.readouterr().out
+    assert sum(server.rows) == 216
     assert main([*args, "--budget", "0", "--protocol", "kserve-v2", "--overwrite"]) == 1
-    assert "200 row(s) need an answer" in capsys.readouterr().err and sum(server.rows) == 200
+    assert "200 row(s) need an answer" in capsys.readouterr().err and sum(server.rows) == 216
 
 
 def test_batch_size_is_the_deprecated_name_of_rows_per_request(server, data):
@@ -385,10 +387,10 @@ def test_command_line_batch_size_still_works_with_a_warning(server, data, tmp_pa
     assert "--batch-size is deprecated and will be removed in 0.3; use --rows-per-request" in (
         captured.err
     )
-    assert "200 rows sent in 4 request(s)" in captured.out
+    assert "216 rows sent in 5 request(s)" in captured.out  # 16 probe rows in the last
     assert main([*args, "--rows-per-request", "100", "--overwrite"]) == 0
     captured = capsys.readouterr()
-    assert "200 rows sent in 2 request(s)" in captured.out and "deprecated" not in captured.err
+    assert "216 rows sent in 3 request(s)" in captured.out and "deprecated" not in captured.err
 
 
 class SlowModelHandler(BaseHTTPRequestHandler):
@@ -465,10 +467,11 @@ def test_ctrl_c_during_an_http_fit_keeps_every_answer_and_a_rerun_pays_only_the_
     cached = int(line.split(" rows cached in ")[0].rsplit("(", 1)[1])
     assert cached == paid_first < 600  # every row paid for was answered and cached
     assert rerun.returncode == 0, rerun.stderr
-    assert f"{600 - cached} rows sent" in rerun.stdout and f"{cached} answered from the" in (
+    paid_rerun = 600 - cached + N_PROBES  # the rest, then the fingerprint's probe rows
+    assert f"{paid_rerun} rows sent" in rerun.stdout and f"{cached} answered from the" in (
         rerun.stdout
     )
-    assert sum(httpd.paid) == 600 <= 600 + 20  # distinct rows, not one paid twice
+    assert sum(httpd.paid) == 600 + N_PROBES  # distinct rows, not one paid twice
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ruleeraser import BlackBox, Eraser, as_blackbox
+from ruleeraser.fingerprint import N_PROBES
 from ruleeraser.params import Interval, Options, Satisfies, validate_params
 
 #: name -> (a value of the wrong type, a value of the right type out of range or None).
@@ -161,7 +162,7 @@ def test_query_batch_size_sets_the_rows_per_model_call(setup):
         return model.predict_proba(x)
 
     Eraser(counted, query_batch_size=300, max_epochs=1).fit(Xc, yc, bias=bc)
-    assert sizes == [300, 300, 200]
+    assert sizes == [300, 300, 200, N_PROBES]  # then the fingerprint's probe rows
 
 
 @pytest.mark.parametrize("make", [BlackBox, as_blackbox], ids=["BlackBox", "as_blackbox"])

@@ -18,6 +18,7 @@ from scale_data import FEATURES, PROBA, ModelServer, check_output, make_setup
 
 from ruleeraser import Eraser
 from ruleeraser.cli import predict
+from ruleeraser.fingerprint import N_PROBES
 from ruleeraser.http_model import QueryBudgetExceeded
 from ruleeraser.model_files import load_model, load_skops
 from ruleeraser.scale import FairScorer, predict_dataset
@@ -177,7 +178,8 @@ def test_a_job_stops_at_its_budget_and_a_rerun_finishes_it(setup, tmp_path):
 
 def test_a_rerun_after_a_killed_command_redoes_only_the_unfinished_partitions(setup, tmp_path):
     root, table, fair = setup
-    server = ModelServer(load_skops(root / "model.skops"), open_rows=10_000)
+    first = 10_000 + N_PROBES  # two partitions, after the probe rows that check the model
+    server = ModelServer(load_skops(root / "model.skops"), open_rows=first)
     out = tmp_path / "out"
     command = [
         sys.executable, "-m", "ruleeraser.cli", "predict", "--eraser", root / "eraser",
@@ -188,9 +190,9 @@ def test_a_rerun_after_a_killed_command_redoes_only_the_unfinished_partitions(se
     try:
         job = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 120
-        while server.rows_seen <= 10_000 and time.monotonic() < deadline and job.poll() is None:
+        while server.rows_seen <= first and time.monotonic() < deadline and job.poll() is None:
             time.sleep(0.05)  # the third partition's requests wait at the gate
-        assert server.rows_seen > 10_000, job.communicate()
+        assert server.rows_seen > first, job.communicate()
         os.kill(job.pid, signal.SIGKILL)
         job.wait()
         done = partition_files(out)
@@ -203,7 +205,8 @@ def test_a_rerun_after_a_killed_command_redoes_only_the_unfinished_partitions(se
     assert rerun.returncode == 0, rerun.stderr
     assert "wrote 15000 rows in 3 partition(s)" in rerun.stdout
     assert "(2 of 5 already complete)" in rerun.stdout
-    assert server.rows_seen - seen == 15_000  # the two finished partitions were not sent again
+    # the two finished partitions were not sent again; the probe rows checked the model once
+    assert server.rows_seen - seen == 15_000 + N_PROBES
     assert all(partition_files(out)[p] == v for p, v in done.items())
     assert not [p for p in out.rglob(".*") if p.name != f".{MANIFEST}"]  # no temporary left
     assert (out / SUCCESS).is_file()

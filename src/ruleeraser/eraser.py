@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ruleeraser import persist
+from ruleeraser import fingerprint, persist
 from ruleeraser.blackbox import DEFAULT_QUERY_BATCH, Output, as_blackbox
 from ruleeraser.distill import EPS, Distillation, distill, log_proba, softmax
 from ruleeraser.inputs import (
@@ -105,6 +105,7 @@ class Eraser:
     input_shape_: the shape of one input row, as the patches take it.
     feature_names_in_: the column names of a DataFrame ``X`` (only when fitted on one).
     n_queries_: rows sent to the model during ``fit``.
+    model_fingerprint_: the model's answers on a few probe rows (:mod:`ruleeraser.fingerprint`).
     bias_names_: the bias columns' names, one patch each.
     bias_values_: the values of each bias column, as arrays.
     distillations_: each bias column's :class:`ruleeraser.distill.Distillation`.
@@ -283,6 +284,7 @@ class Eraser:
             raise ValueError("the calibration set has a single class; need at least two")
         self.blackbox_, self.classes_, self.n_classes_ = blackbox, classes, proba.shape[1]
         self.n_queries_ = blackbox.n_queries - before
+        self.model_fingerprint_ = fingerprint.make(X, blackbox, seed=self.random_state)
         self.input_shape_ = tuple(X_t.shape[1:])
         if hasattr(X, "columns"):
             self.feature_names_in_ = [str(c) for c in X.columns]
@@ -453,13 +455,18 @@ class Eraser:
         return persist.write_eraser(path, config, tensors, overwrite=overwrite)
 
     @classmethod
-    def load(cls, path: str | Path, model: Any, *, patch: nn.Module | None = None) -> Eraser:
+    def load(
+        cls, path: str | Path, model: Any, *, patch: nn.Module | None = None,
+        check_model: bool = True,
+    ) -> Eraser:  # fmt: skip
         """Load an eraser saved by :meth:`save`, in front of ``model``.
 
         ``patch``: for erasers fitted with a custom patch module, a module of the same
         architecture to load the weights into. Nothing in the directory runs code; every
         field is checked as the constructor checks it, and the weights against their hash.
         A model that names its classes must name those the eraser was fitted with.
+        ``check_model``: refuse (``ValueError``) a model whose answers on the eraser's probe
+        rows differ from its model's (:func:`ruleeraser.fingerprint.check_model`).
         """
         config, weights, where = persist.read_eraser(path)
         if config["patch"] == "custom" and patch is None:
@@ -475,6 +482,8 @@ class Eraser:
             model, output=eraser.output, query_batch_size=eraser.query_batch_size
         )
         persist.restore_fitted(eraser, config, weights, where)
+        if check_model:
+            fingerprint.check_model(eraser, path)
         return eraser
 
 

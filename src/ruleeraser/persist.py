@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -30,6 +31,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
 
+from ruleeraser import fingerprint
 from ruleeraser.inputs import plain
 from ruleeraser.patch import rebuild_patch
 from ruleeraser.training import FitReport
@@ -124,6 +126,7 @@ def fitted_state(
         "input_shape": list(eraser.input_shape_),
         "features": getattr(eraser, "feature_names_in_", None),
         "n_queries": eraser.n_queries_,
+        "model_fingerprint": getattr(eraser, "model_fingerprint_", None),
         "biases": [
             {
                 "name": name,
@@ -164,6 +167,8 @@ def restore_fitted(
     if config["features"] is not None:
         eraser.feature_names_in_ = list(config["features"])
     eraser.n_queries_ = config["n_queries"]
+    if config.get("model_fingerprint") is not None:  # older files have none
+        eraser.model_fingerprint_ = config["model_fingerprint"]
     biases = config["biases"]
     eraser.bias_names_ = [b["name"] for b in biases]
     eraser.bias_values_ = [np.asarray(b["values"]) for b in biases]
@@ -307,6 +312,11 @@ def check_config(config: dict[str, Any], where: str = "") -> None:
         _fail(where, "biases", "bias columns of distinct names", [b["name"] for b in biases])
     _check_class_priors(biases, len(classes), params.get("prior"), where)
     _check_rule_scales(biases, where)
+    if config.get("model_fingerprint") is not None:
+        try:
+            fingerprint.check_field(config["model_fingerprint"], len(classes), math.prod(shape))
+        except ValueError as exc:
+            raise EraserFileError(f"{where}model_fingerprint: {exc}") from None
 
 
 def _check_rule_scales(biases: list, where: str) -> None:

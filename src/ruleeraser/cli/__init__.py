@@ -1,4 +1,9 @@
-"""The ``ruleeraser`` command: ``fit``, ``predict``, ``evaluate``, ``serve`` and ``reproduce``."""
+"""The ``ruleeraser`` command: ``fit``, ``predict``, ``evaluate``, ``serve`` and ``reproduce``.
+
+This module imports only the standard library: each command's modules (and torch) load inside
+:func:`main`, so that Ctrl-C at any moment of a run, its imports included, ends it with one
+line and the status 130.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +15,6 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from ruleeraser.cli import evaluate, fit, predict
-
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line's parser; each command's ``run`` is its ``args.run``.
@@ -22,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     ('fit', ['sex'], False)
     """
     from ruleeraser import __version__
+    from ruleeraser.cli import evaluate, fit, predict
     from ruleeraser.experiments.runners import add_reproduce_parsers
     from ruleeraser.serve import add_serve_parser
 
@@ -76,17 +80,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> status, err.getvalue()
     (2, 'ruleeraser predict: error: no model file model.skops\\n')
     """
-    args = build_parser().parse_args(argv)
-    if getattr(args, "seeds", 1) < 1:
-        print("ruleeraser: --seeds must be at least 1", file=sys.stderr)
-        return EXIT_USER_ERROR
+    command = ""
+    try:
+        args = build_parser().parse_args(argv)
+        command = args.command
+        if getattr(args, "seeds", 1) < 1:
+            print("ruleeraser: --seeds must be at least 1", file=sys.stderr)
+            return EXIT_USER_ERROR
+        return _run(args)
+    except KeyboardInterrupt as exc:  # at any moment, the imports of the command included
+        _error(command, f"interrupted{f': {exc}' if str(exc) else ''}")
+        return EXIT_INTERRUPTED
+
+
+def _run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warning(args.command)
         try:
             return args.run(args)
-        except KeyboardInterrupt as exc:
-            _error(args.command, f"interrupted{f': {exc}' if str(exc) else ''}")
-            return EXIT_INTERRUPTED
         except RuntimeError as exc:
             _error(args.command, exc)
             return EXIT_FAILED
@@ -117,7 +128,7 @@ def _one_line(text: object) -> str:
 
 def _error(command: str, exc: BaseException | str) -> None:
     text = _one_line(exc) or type(exc).__name__
-    print(f"ruleeraser {command}: error: {text}", file=sys.stderr)
+    print(f"ruleeraser{f' {command}' if command else ''}: error: {text}", file=sys.stderr)
 
 
 def _with_install_hint(exc: BaseException) -> BaseException | str:

@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     """Stream ``--data`` through the model and the eraser; print the report and write it to
     ``--out`` (report.md, report.json, groups.png). Returns 0."""
     from ruleeraser import Eraser
-    from ruleeraser.metrics import report
+    from ruleeraser.fingerprint import CLI_HINT, check_model
     from ruleeraser.report_files import (
         plot_groups,
         prior_in_force,
@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():  # found out before the model is queried
         raise FileExistsError(f"--out {out_dir} is a file; the report is a folder")
     with opened_model(args) as model:
-        eraser = Eraser.load(args.eraser, model)
+        eraser = Eraser.load(args.eraser, model, check_model=False)
+        check_model(eraser, args.eraser, name=args.model, force=args.force, hint=CLI_HINT)
         features = model_columns(
             model, args.data, given=args.features, eraser=eraser, spec=args.model
         )
@@ -71,10 +72,8 @@ def run(args: argparse.Namespace) -> int:
         summary = http_summary(model)
     y_all = np.concatenate(y)
     predictions = {"before": np.concatenate(before), "after": np.concatenate(after)}
-    reports = {
-        c: report(y_all, np.concatenate(b[c]), predictions, decisions=eraser.classes_)
-        for c in biases
-    }
+    columns = {c: np.concatenate(b[c]) for c in biases}
+    reports, unseen = bias_reports(eraser, y_all, columns, predictions)
     header = {
         "data": str(args.data),
         "model": args.model,
@@ -82,8 +81,9 @@ def run(args: argparse.Namespace) -> int:
         "rows": len(y_all),
         "target": args.target,
         **prior_in_force(eraser),
+        **({"unseen_bias_values": unseen} if unseen else {}),
     }
-    markdown = report_markdown(header, reports)
+    markdown = report_markdown(header, reports) + unseen_note(unseen)
     print(markdown)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.md").write_text(markdown + "\n")
@@ -91,6 +91,66 @@ def run(args: argparse.Namespace) -> int:
     plot_groups(reports, out_dir / "groups.png")
     print(f"wrote report.md, report.json and groups.png to {out_dir}{summary}")
     return 0
+
+
+def bias_reports(
+    eraser: Any, y: np.ndarray, biases: dict[str, np.ndarray], predictions: dict[str, np.ndarray]
+) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """The report of each bias column, and per column the values its calibration rows never
+    had (``{"value", "rows", "first_rows"}``, rows counted from 0 in ``--data``): their rows
+    are kept out of that column's report (its gap and group figures), with a warning.
+
+    >>> from types import SimpleNamespace
+    >>> eraser = SimpleNamespace(bias_names_=["b"], bias_values_=[np.array([0, 1])],
+    ...                          classes_=np.array([0, 1]))
+    >>> y = np.array([0, 1, 0, 1, 1])
+    >>> reports, unseen = bias_reports(eraser, y, {"b": np.array([0, 1, 1, 0, 2])},
+    ...                                {"before": y, "after": y})
+    >>> unseen, reports["b"].rows["after"].counts.sum()
+    ({'b': [{'value': 2, 'rows': 1, 'first_rows': [4]}]}, np.int64(4))
+    """
+    import warnings
+
+    import pandas as pd
+
+    from ruleeraser.metrics import report
+
+    reports, unseen = {}, {}
+    for column, values in biases.items():
+        keep = np.ones(len(values), dtype=bool)
+        if column in eraser.bias_names_:
+            known = eraser.bias_values_[eraser.bias_names_.index(column)].tolist()
+            keep = pd.Series(values).isin(known).to_numpy()
+            if not keep.any():
+                raise ValueError(f"bias {column!r} has none of the values the eraser knows {known}")
+        for value in pd.unique(values[~keep]):
+            rows = np.flatnonzero(values == value)
+            value = value.item() if hasattr(value, "item") else value
+            first = ", ".join(map(str, rows[:5])) + (" ..." if rows.size > 5 else "")
+            warnings.warn(
+                f"bias {column!r} has the value {value!r}, which the eraser's calibration rows "
+                f"never had, in {rows.size} row(s) (data rows {first}): they are kept out of "
+                "its gap and group figures",
+                stacklevel=2,
+            )
+            entry = {"value": value, "rows": int(rows.size), "first_rows": rows[:5].tolist()}
+            unseen.setdefault(column, []).append(entry)
+        subset = {name: p[keep] for name, p in predictions.items()}
+        reports[column] = report(y[keep], values[keep], subset, decisions=eraser.classes_)
+    return reports, unseen
+
+
+def unseen_note(unseen: dict[str, list[dict[str, Any]]]) -> str:
+    """The report's note on the rows kept out (:func:`bias_reports`); "" when none were."""
+    lines = [
+        f"- bias `{column}` = {e['value']!r}: {e['rows']} row(s) (data rows "
+        + ", ".join(map(str, e["first_rows"]))
+        + (" ...)" if e["rows"] > len(e["first_rows"]) else ")")
+        for column, entries in unseen.items()
+        for e in entries
+    ]
+    head = "Kept out of the figures above: bias values the eraser's calibration rows never had"
+    return "\n\n" + head + "\n\n" + "\n".join(lines) if lines else ""
 
 
 def default_report_dir(eraser_dir: str) -> Path:
@@ -124,6 +184,11 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--out", metavar="DIR",
         help="folder for the report files (default: ERASER_DIR-report beside the eraser)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--force", action="store_true",
+        help="use a model whose answers on the eraser's probe rows differ from those of the "
+        "model it was fitted on (by default refused)",
     )  # fmt: skip
     calibration_curve.add_options(evaluate)
     add_stream_options(evaluate)

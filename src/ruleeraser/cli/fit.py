@@ -19,6 +19,7 @@ from ruleeraser.cli.common import (
 def run(args: argparse.Namespace) -> int:
     """Fit and save the eraser the options describe; print what was fitted. Returns 0."""
     from ruleeraser import Eraser
+    from ruleeraser.fingerprint import with_file
     from ruleeraser.tables import check_features, check_labels, read_table
 
     check_out(args.out, args.overwrite)  # before the model is paid for
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
         eraser.fit(frame[features], frame[args.target], bias=frame[biases])
+        eraser.model_fingerprint_ = with_file(eraser.model_fingerprint_, args.model)
         queried = f"{eraser.n_queries_} model queries{http_summary(model)}"
     out = eraser.save(args.out, overwrite=args.overwrite)
     print(
@@ -83,8 +85,10 @@ def rule_scale(text: str) -> str | float:
     return text if text == "fit" else float(text)
 
 
-def check_out(out: str | Path, overwrite: bool) -> None:
-    """Refuse an ``--out`` that is a file, or that holds an eraser unless ``overwrite``.
+def check_out(out: str | Path, overwrite: bool, *, kind: str = "eraser") -> None:
+    """Refuse an ``--out`` that already exists unless ``overwrite``: for ``kind="eraser"``, a
+    folder that holds an eraser (and a file, always: an eraser is a folder); for
+    ``kind="file"`` (``predict``'s output), whatever is there.
 
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
@@ -94,16 +98,19 @@ def check_out(out: str | Path, overwrite: bool) -> None:
     Traceback (most recent call last):
     ...
     FileExistsError: --out ... already holds an eraser: pass --overwrite to replace it
+    >>> check_out(folder / "eraser.json", overwrite=False, kind="file")
+    Traceback (most recent call last):
+    ...
+    FileExistsError: --out .../eraser.json already exists: pass --overwrite to replace it
     """
     from ruleeraser.persist import CONFIG
 
     path = Path(out)
-    if path.exists() and not path.is_dir():
+    if kind == "eraser" and path.exists() and not path.is_dir():
         raise FileExistsError(f"--out {path} is a file; the eraser is a directory")
-    if (path / CONFIG).exists() and not overwrite:
-        raise FileExistsError(
-            f"--out {path} already holds an eraser: pass --overwrite to replace it"
-        )
+    if (path / CONFIG if kind == "eraser" else path).exists() and not overwrite:
+        held = "holds an eraser" if kind == "eraser" else "exists"
+        raise FileExistsError(f"--out {path} already {held}: pass --overwrite to replace it")
 
 
 def add_parser(commands: Any) -> argparse.ArgumentParser:

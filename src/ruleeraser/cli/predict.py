@@ -35,11 +35,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_file(args: argparse.Namespace) -> int:
     from ruleeraser import Eraser
+    from ruleeraser.cli.fit import check_out
+    from ruleeraser.fingerprint import CLI_HINT, check_model
     from ruleeraser.scale.batch import FairScorer
     from ruleeraser.tables import TableWriter, require_columns
 
+    check_out(args.out, args.overwrite, kind="file")  # before the model is paid for
     with opened_model(args) as model:
-        eraser = Eraser.load(args.eraser, model)
+        eraser = Eraser.load(args.eraser, model, check_model=False)
+        check_model(eraser, args.eraser, name=args.model, force=args.force, hint=CLI_HINT)
         scorer = FairScorer.around(
             eraser,
             keys=args.keep_columns or [],
@@ -62,8 +66,13 @@ def _run_file(args: argparse.Namespace) -> int:
 
 
 def _run_dataset(args: argparse.Namespace) -> int:
+    from ruleeraser import Eraser
+    from ruleeraser.fingerprint import CLI_HINT, check_model
     from ruleeraser.scale.job import predict_dataset
 
+    with opened_model(args) as model:  # checked here, once, not by every worker
+        eraser = Eraser.load(args.eraser, model, check_model=False)
+        check_model(eraser, args.eraser, name=args.model, force=args.force, hint=CLI_HINT)
     options = model_options(args)
     options.pop("progress", None)  # the job's progress bar, not one per HTTP client
     result = predict_dataset(
@@ -114,6 +123,16 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
     predict.add_argument(
         "--out", required=True, metavar="PATH",
         help="output .csv or .parquet file; for a dataset, a directory",
+    )  # fmt: skip
+    predict.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the file --out if it exists (a dataset's --out folder is never replaced: "
+        "a rerun completes it)",
+    )  # fmt: skip
+    predict.add_argument(
+        "--force", action="store_true",
+        help="use a model whose answers on the eraser's probe rows differ from those of the "
+        "model it was fitted on (by default refused)",
     )  # fmt: skip
     predict.add_argument(
         "--keep-original", action="store_true",

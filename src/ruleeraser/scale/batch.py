@@ -137,7 +137,8 @@ class FairScorer:
             model_options.setdefault("threads", 1)
         loaded = load_model(model, **model_options)
         try:
-            self._setup(Eraser.load(eraser, loaded), keys, features, keep_original, job_budget)
+            fitted = Eraser.load(eraser, loaded, check_model=False)  # the caller checks it once
+            self._setup(fitted, keys, features, keep_original, job_budget)
         except BaseException:
             close = getattr(loaded.fn, "close", None)
             if close is not None:

@@ -81,7 +81,7 @@ def create_app(
     )  # fmt: skip
     _check_url(upstream)
     if not isinstance(eraser, Eraser):
-        eraser = Eraser.load(eraser, model=_no_model)
+        eraser = Eraser.load(eraser, model=_no_model, check_model=False)  # see serve.command
     check_is_fitted(eraser)
     bound = input_bound(eraser.patches_)
     api = api_models(math.prod(eraser.input_shape_), settings.max_rows, bound)

@@ -11,6 +11,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from ruleeraser.serve.settings import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
     from fastapi import FastAPI
 
 #: The factory uvicorn's worker processes build their app with (``--workers`` > 1).
@@ -78,22 +80,29 @@ def run(
     *,
     access_log: bool = True,
     log_level: str = "info",
+    force: bool = False,
     **settings: Any,
 ) -> None:
     """Serve the fair proxy with uvicorn until interrupted.
 
     ``settings`` are :func:`~ruleeraser.serve.create_app`'s. The app is built once here so
-    that a bad eraser or setting fails before serving; with ``workers > 1`` each worker
-    process builds its own from the environment (:func:`create_app_from_env`).
+    that a bad eraser or setting fails before serving, and the upstream is checked against
+    the eraser's model fingerprint (:func:`check_upstream`; ``force``: served all the same);
+    with ``workers > 1`` each worker process builds its own from the environment
+    (:func:`create_app_from_env`).
     """
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    from ruleeraser.eraser import Eraser
     from ruleeraser.serve.app import create_app
 
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    app: Any = create_app(eraser_dir, upstream, **settings)
+    timeout = settings.get("timeout", DEFAULT_TIMEOUT)
+    fitted = Eraser.load(eraser_dir, upstream_model(upstream, timeout), check_model=False)
+    app: Any = create_app(fitted, upstream, **settings)
+    check_upstream(fitted, eraser_dir, upstream, force=force)
     if workers > 1:
         os.environ[ENV["eraser"]] = str(Path(eraser_dir).resolve())
         os.environ[ENV["upstream"]] = upstream
@@ -112,6 +121,50 @@ def run(
         uvicorn.Server(config).run(sockets=[sock])
     else:
         Multiprocess(config, sockets=[sock]).run()
+
+
+def upstream_model(upstream: str, timeout: float) -> Callable[[Any], np.ndarray]:
+    """The model behind ``upstream`` as a function of a batch of rows: one call each, for the
+    check at start (:func:`check_upstream`), not for serving. An upstream that does not
+    answer with probabilities raises :class:`~ruleeraser.serve.upstream.Refusal`."""
+    import asyncio
+
+    from ruleeraser import wire
+    from ruleeraser.serve.upstream import Upstream
+
+    async def ask(rows: list[list[float]]) -> np.ndarray:
+        client = Upstream(upstream, timeout, 1)
+        try:
+            return await client.query(wire.rows_body([wire.dumps(r) for r in rows]), len(rows))
+        finally:
+            await client.aclose()
+
+    def model(X: Any) -> np.ndarray:
+        import numpy as np
+
+        return asyncio.run(ask(np.asarray(X, dtype=np.float64).reshape(len(X), -1).tolist()))
+
+    return model
+
+
+def check_upstream(eraser: Any, where: str | Path, upstream: str, *, force: bool = False) -> None:
+    """Send the eraser's probe rows to its model, the :func:`upstream_model` of ``upstream``,
+    once; refuse (``ValueError``, one line) a model whose answers differ from those of the
+    model the eraser was fitted on, unless ``force``. An upstream that does not answer (it
+    may start after the proxy) is not checked, with a warning."""
+    import warnings
+
+    from ruleeraser.fingerprint import check_model
+    from ruleeraser.serve.upstream import Refusal
+
+    name = f"at {upstream}"
+    try:
+        check_model(eraser, where, name=name, force=force, hint="pass --force to serve it anyway")
+    except Refusal as refusal:
+        warnings.warn(
+            f"the model {name} is not checked against {where}'s fingerprint: {refusal.detail}",
+            stacklevel=2,
+        )
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -141,7 +194,7 @@ def _serve_command(args: argparse.Namespace) -> int:
     try:
         run(
             args.eraser, args.upstream, host=args.host, port=args.port, workers=args.workers,
-            access_log=not args.no_access_log, **settings,
+            access_log=not args.no_access_log, force=args.force, **settings,
         )  # fmt: skip
     except (ValueError, TypeError, OSError, RuntimeError, ImportError) as exc:
         # a bad setting, an eraser that fails to load or to compute, a port in use
@@ -176,6 +229,11 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
         "and the other requests', and the patches are small)",
     )  # fmt: skip
     p.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    p.add_argument(
+        "--force", action="store_true",
+        help="serve even an upstream whose answers on the eraser's probe rows differ from "
+        "those of the model the eraser was fitted on (by default refused at start)",
+    )  # fmt: skip
     p.set_defaults(run=_serve_command)
     return p
 
