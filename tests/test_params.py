@@ -32,6 +32,7 @@ BAD = {
     "strength": ("high", math.nan),
     "prior": (1, "uniform"),
     "rule_scale": ([1.0], -0.5),
+    "goal": ({"constraint": "equalized_odds"}, None),
     "n_threads": (2.0, 0),
     "random_state": (1.5, -1),
     "progress": ("yes", None),

@@ -11,6 +11,7 @@ from sklearn.linear_model import LogisticRegression
 
 from ruleeraser import Eraser
 from ruleeraser.cli import main
+from ruleeraser.cli.goal_options import library_default
 from ruleeraser.metrics import group_accuracy
 from ruleeraser.persist import EraserFileError
 from ruleeraser.remove import remove_log
@@ -167,7 +168,7 @@ def test_a_damaged_prior_names_the_file_and_field(imbalanced, tmp_path, change, 
         Eraser.load(tmp_path / "e", model)
 
 
-def test_command_line_keeps_the_prior_by_default_and_reports_it(tmp_path, capsys):
+def test_command_line_shares_the_library_default_and_keeps_the_prior_when_asked(tmp_path, capsys):
     rng = np.random.default_rng(2)
     columns = ["x0", "x1", "b"]
     X, y, _ = _imbalanced(3000, rng, align=0.9)
@@ -178,7 +179,10 @@ def test_command_line_keeps_the_prior_by_default_and_reports_it(tmp_path, capsys
         frame.to_csv(tmp_path / f"{name}.csv", index=False)
     common = ["--model", tmp_path / "model.skops", "--target", "y", "--quiet"]
     fit = ["fit", "--data", tmp_path / "calib.csv", "--bias", "group", "--features", *columns]
-    assert _run(*fit, "--out", tmp_path / "keep", "--max-epochs", 20, *common) == 0
+    assert _run(*fit, "--out", tmp_path / "default", "--max-epochs", 5, *common) == 0
+    assert f"prior {library_default('prior')!r}" in capsys.readouterr().out  # one default
+    assert _run(*fit, "--out", tmp_path / "keep", "--max-epochs", 20, "--prior", "keep",
+                *common) == 0  # fmt: skip
     assert "prior 'keep'" in capsys.readouterr().out
     evaluate = ["evaluate", "--eraser", tmp_path / "keep", "--data", tmp_path / "test.csv"]
     assert _run(*evaluate, "--out", tmp_path / "r", *common) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import warnings
 from collections.abc import Sequence
@@ -14,7 +15,8 @@ from torch import nn
 
 from ruleeraser import fingerprint, persist
 from ruleeraser.blackbox import DEFAULT_QUERY_BATCH, Output, as_blackbox
-from ruleeraser.distill import EPS, Distillation, distill, log_proba, softmax
+from ruleeraser.distill import EPS, log_proba
+from ruleeraser.goal import Goal
 from ruleeraser.inputs import (
     align_to,
     bias_columns,
@@ -25,18 +27,20 @@ from ruleeraser.inputs import (
     to_labels,
     to_tensor,
 )
-from ruleeraser.params import Interval, Options, Satisfies, positive_int_sequence, validate_params
-from ruleeraser.patch import PATCHES, RULES, PatchSpec, Rule, check_patch_spec, train_patch
-from ruleeraser.remove import remove_log
-from ruleeraser.rule_scale import fit_rule_scale, scale_rule
-from ruleeraser.training import FitReport
+from ruleeraser.learn import learn_patches
+from ruleeraser.params import (
+    InstanceOf,
+    Interval,
+    Options,
+    Satisfies,
+    positive_int_sequence,
+    validate_params,
+)
+from ruleeraser.patch import PATCHES, RULES, PatchSpec, Rule, check_patch_spec
+from ruleeraser.removal import PRIORS, Prior, Removal
 
 #: ``batch_size`` before it was split into ``patch_batch_size`` and ``query_batch_size``.
 DEPRECATED = "deprecated"
-
-#: The ``prior`` values: what the removal does with the class prior the patches hold.
-Prior = Literal["balanced", "keep"]
-PRIORS = ("balanced", "keep")
 
 
 def _is_patch(value: Any) -> bool:
@@ -90,6 +94,11 @@ class Eraser:
         class_prior_[j]``, from ``fit`` on (:mod:`ruleeraser.rule_scale`): a number (1: the
         paper's patch) or ``"fit"``: chosen on the calibration rows, with their bias labels,
         so that the bias groups' error rates match (EqualOdds) under this eraser's ``prior``.
+    goal: what fair means (:class:`ruleeraser.goal.Goal`: a constraint, the largest gap, an
+        objective, a guard against levelling down). Given, ``fit`` chooses the strength, the
+        prior and a class offset on out-of-fold calibration rows (:mod:`ruleeraser.choice`)
+        instead of taking ``strength``, ``prior`` and ``rule_scale``, and warns when the
+        calibration rows cannot promise the goal.
     n_threads: torch intra-op threads while training the patches (the caller's setting is
         restored after); None: one thread for a patch whose training step is small (a tabular
         MLP), the caller's threads for a larger one (see :mod:`ruleeraser.training`).
@@ -117,6 +126,9 @@ class Eraser:
         ``prior="keep"``).
     rule_scale_: per bias column, the scale of its patch's bias-dependent part, ``(n_biases,)``
         (``rule_scale`` fitted, or as given).
+    goal_fit_: with a ``goal``, the :class:`ruleeraser.choice.Choice` made (the removal, the
+        expected gap and its interval).
+    removal_: the :class:`ruleeraser.removal.Removal` that ``predict_proba`` applies.
 
     Example
     -------
@@ -156,6 +168,7 @@ class Eraser:
         "strength": [Interval(float, 0, None)],
         "prior": [Options(PRIORS)],
         "rule_scale": [Interval(float, 0, None), Options(("fit",))],
+        "goal": [None, InstanceOf((Goal,), "a ruleeraser.goal.Goal")],
         "n_threads": [None, Interval(int, 1, None)],
         "random_state": [None, Interval(int, 0, 2**32 - 1)],
         "progress": [Options((True, False))],
@@ -186,6 +199,7 @@ class Eraser:
         strength: float = 1.0,
         prior: Prior = "balanced",
         rule_scale: float | Literal["fit"] = "fit",
+        goal: Goal | None = None,
         n_threads: int | None = None,
         random_state: int | None = None,
         progress: bool = False,
@@ -208,6 +222,7 @@ class Eraser:
         self.strength = strength
         self.prior = prior
         self.rule_scale = rule_scale
+        self.goal = goal
         self.n_threads = n_threads
         self.random_state = random_state
         self.progress = progress
@@ -288,57 +303,8 @@ class Eraser:
         self.input_shape_ = tuple(X_t.shape[1:])
         if hasattr(X, "columns"):
             self.feature_names_in_ = [str(c) for c in X.columns]
-        self._learn_patches(X_t, log_proba(proba, self.eps), y_idx, columns, levels)
+        learn_patches(self, X_t, log_proba(proba, self.eps), y_idx, columns, levels)
         return self
-
-    def _learn_patches(
-        self,
-        X_t: torch.Tensor,
-        log_out: np.ndarray,
-        y_idx: np.ndarray,
-        columns: dict[str, np.ndarray],
-        levels: dict[str, np.ndarray],
-    ) -> None:
-        seed = (
-            self.random_state
-            if self.random_state is not None
-            else int(np.random.SeedSequence().entropy % 2**31)
-        )
-        names, values, patches, distillations, reports = [], [], [], [], []
-        for j, (name, column) in enumerate(columns.items()):
-            codes = np.searchsorted(levels[name], column)
-            d = distill(log_out, y_idx, codes, n_classes=self.n_classes_, n_bias=len(levels[name]))
-            module, report = train_patch(
-                self.patch, self.rule, X_t, d, y_idx, codes,
-                seed=seed + j, hidden_sizes=self.hidden_sizes, holdout=self.holdout,
-                batch_size=self._patch_batch_size(), max_epochs=self.max_epochs,
-                patience=self.patience, learning_rate=self.learning_rate,
-                weight_decay=self.weight_decay, progress=self.progress,
-                description=f"patch[{name}]", n_threads=self.n_threads,
-            )  # fmt: skip
-            names.append(name)
-            values.append(levels[name])
-            patches.append(module)
-            distillations.append(d)
-            reports.append(report)
-        self.bias_names_, self.bias_values_, self.patches_ = names, values, patches
-        self.distillations_: list[Distillation] = distillations
-        self.patch_fit_: list[FitReport] = reports
-        self.empty_cells_ = {
-            name: [(self.classes_[i], level[b]) for i, b in d.empty_cells]
-            for name, level, d in zip(names, values, distillations, strict=True)
-        }
-        log_patches = self._patch_log_proba(X_t, scaled=False)
-        self.class_prior_ = np.stack([softmax(log_g.mean(axis=0)) for log_g in log_patches])
-        if self.rule_scale == "fit":
-            codes = [np.searchsorted(levels[name], columns[name]) for name in names]
-            fitted = fit_rule_scale(
-                log_out, log_patches, np.log(self.class_prior_), y_idx, codes,
-                keep_prior=self.prior == "keep",
-            )  # fmt: skip
-            self.rule_scale_ = fitted.scales
-        else:
-            self.rule_scale_ = np.full(len(names), float(self.rule_scale))
 
     def _resolve_classes(self, blackbox: Any, k: int) -> np.ndarray:
         classes = blackbox.classes if self.classes is None else np.asarray(self.classes)
@@ -363,6 +329,28 @@ class Eraser:
             )
         return proba, self._patch_log_proba(X_t)
 
+    @property
+    def removal_(self) -> Removal:
+        """The removal ``predict_proba`` applies: the goal's choice, or without a goal this
+        eraser's ``strength`` and ``prior`` with the fitted ``rule_scale_``."""
+        check_is_fitted(self)
+        if getattr(self, "goal_fit_", None) is not None:
+            return self.goal_fit_.removal
+        validate_params(
+            {"strength": self.strength, "prior": self.prior}, self._parameter_constraints
+        )
+        return Removal.plain(self.strength, self.prior, self.rule_scale_, self.n_classes_)
+
+    def set_strength(self, strength: float) -> Eraser:
+        """Override the removal's strength by hand (a goal's choice too); returns self."""
+        validate_params({"strength": strength}, self._parameter_constraints)
+        chosen = getattr(self, "goal_fit_", None)
+        if chosen is not None:
+            removal = chosen.removal.replace(strength=float(strength))
+            self.goal_fit_ = dataclasses.replace(chosen, removal=removal)
+        self.strength = strength
+        return self
+
     def remove(
         self,
         proba: np.ndarray,
@@ -372,20 +360,13 @@ class Eraser:
         prior: Prior | None = None,
     ) -> np.ndarray:
         """Fair probabilities from the model's probabilities and the patches' log-outputs
-        (Eq. 19/21 with this eraser's ``eps``, ``strength`` and ``prior``, or those given)."""
-        s = self.strength if strength is None else strength
-        prior = self.prior if prior is None else prior
-        validate_params({"strength": s, "prior": prior}, self._parameter_constraints)
-        log_prior = None
-        if prior == "keep":
-            if not hasattr(self, "class_prior_"):
-                raise ValueError(
-                    "prior='keep' needs the class prior the patches hold, which this eraser "
-                    "lacks (saved before it was recorded): fit it again, or use "
-                    "prior='balanced'"
-                )
-            log_prior = np.log(self.class_prior_)
-        return remove_log(log_proba(proba, self.eps), *log_patches, strength=s, log_prior=log_prior)
+        (:meth:`outputs`): :attr:`removal_` with this eraser's ``eps``, its ``strength`` and
+        ``prior`` replaced by those given."""
+        changes = {k: v for k, v in (("strength", strength), ("prior", prior)) if v is not None}
+        validate_params(changes, self._parameter_constraints)
+        removal = self.removal_.replace(**changes)
+        log_priors = np.log(self.class_prior_) if hasattr(self, "class_prior_") else None
+        return removal.combine(log_proba(proba, self.eps), log_patches, log_priors)
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Fair probabilities ``softmax(log M(x) - strength * sum_j log G_j(x))`` (Eq. 19/21),
@@ -424,8 +405,8 @@ class Eraser:
         chunk = 65536 if X_t.ndim == 2 else 512  # rows per forward pass; images weigh more
         chunks = X_t.split(chunk)
         outs = []
-        scales = getattr(self, "rule_scale_", None) if scaled else None
-        for j, (name, module) in enumerate(zip(self.bias_names_, self.patches_, strict=True)):
+        removal = self.removal_ if scaled and hasattr(self, "rule_scale_") else None
+        for name, module in zip(self.bias_names_, self.patches_, strict=True):
             logits = torch.cat([module(x) for x in chunks]) if len(chunks) > 1 else module(X_t)
             out = torch.log_softmax(logits.double(), dim=1).numpy()
             bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
@@ -435,10 +416,11 @@ class Eraser:
                     f"the first is row {bad[0]}: values not finite or far outside the "
                     "calibration data"
                 )
-            if scales is not None and scales[j] != 1.0:
-                out = scale_rule(out, np.log(self.class_prior_[j]), scales[j])
             outs.append(out)
-        return outs
+        if removal is None:
+            return outs
+        held = getattr(self, "class_prior_", None)
+        return removal.scale_patches(outs, None if held is None else np.log(held))
 
     # -- persistence -------------------------------------------------------------------------
 
@@ -477,7 +459,7 @@ class Eraser:
         except (TypeError, ValueError) as exc:  # the file's fault, not the caller's
             raise persist.EraserFileError(str(exc)) from None
         eraser = cls(model, patch=patch if patch is not None else config["patch"])
-        eraser.set_params(**config["params"])
+        eraser.set_params(**config["params"], goal=config.get("goal"))
         eraser.blackbox_ = as_blackbox(
             model, output=eraser.output, query_batch_size=eraser.query_batch_size
         )

@@ -47,6 +47,7 @@ from torch import nn
 
 from ruleeraser.distill import Distillation
 from ruleeraser.nets import IMAGE_NETS, image_channels, image_net
+from ruleeraser.side_by_side import can_stack, fit_side_by_side
 from ruleeraser.training import FitReport, fit_module, stratified_holdout
 
 Rule = Literal["group", "sample"]
@@ -98,6 +99,10 @@ class MLP(nn.Module):
         self.standardize.mean.copy_(flat.mean(dim=0))
         self.standardize.scale.copy_(torch.where(std > 1e-8, std, torch.ones_like(std)))
         return self
+
+    def flops_per_row(self) -> int:
+        """Floating-point operations of one row's forward pass (its matrix products)."""
+        return sum(2 * m.in_features * m.out_features for m in self.net if isinstance(m, nn.Linear))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(self.standardize(x.reshape(len(x), -1)))
@@ -208,6 +213,50 @@ def train_patch(
     )
     group_rules = torch.from_numpy(distillation.group_rules)
     return _as_rule(module, rule, group_rules).eval(), report
+
+
+def train_patches_side_by_side(
+    spec: PatchSpec,
+    rule: Rule,
+    X: torch.Tensor,
+    rows: Sequence[np.ndarray],
+    distillations: Sequence[Distillation],
+    y: np.ndarray,
+    bias: np.ndarray,
+    *,
+    seed: int,
+    hidden_sizes: Sequence[int] = (64, 64),
+    holdout: float = 0.2,
+    batch_size: int | None = None,
+    **training: Any,
+) -> list[nn.Module] | None:
+    """The patches of several row subsets ``rows`` (each with its distillation), trained side
+    by side (:mod:`ruleeraser.side_by_side`), in eval mode; None where they cannot be: the
+    ``"sample"`` rule (each subset's rows have their own targets) or an architecture that
+    does not stack (train them one by one with :func:`train_patch`).
+    ``training``: :func:`ruleeraser.training.fit_module`'s ``max_epochs``, ``patience``,
+    ``learning_rate`` and ``weight_decay``.
+    """
+    if rule != "group":
+        return None
+    n_bias = distillations[0].counts.shape[1]
+    modules = []
+    for r in rows:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            modules.append(build_patch(spec, X.shape[1:], n_bias, hidden_sizes=hidden_sizes,
+                                       X=X[r]))  # fmt: skip
+    if not can_stack(modules):
+        return None
+    heldout = [stratified_holdout(y[r] * n_bias + bias[r], holdout, seed) for r in rows]
+    fit_side_by_side(
+        modules, X, torch.from_numpy(bias), rows, heldout, loss="hard", seed=seed,
+        batch_size=batch_size or default_batch_size(X.shape[1:]), **training,
+    )  # fmt: skip
+    return [
+        _as_rule(m, "group", torch.from_numpy(d.group_rules)).eval()
+        for m, d in zip(modules, distillations, strict=True)
+    ]
 
 
 def rebuild_patch(

@@ -32,6 +32,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from ruleeraser import fingerprint
+from ruleeraser.choice import choice_from_dict, choice_to_dict
+from ruleeraser.goal import Goal
 from ruleeraser.inputs import plain
 from ruleeraser.patch import rebuild_patch
 from ruleeraser.training import FitReport
@@ -126,6 +128,8 @@ def fitted_state(
         "input_shape": list(eraser.input_shape_),
         "features": getattr(eraser, "feature_names_in_", None),
         "n_queries": eraser.n_queries_,
+        "goal": None if eraser.goal is None else eraser.goal.to_dict(),
+        "choice": None if eraser.goal is None else choice_to_dict(eraser.goal_fit_),
         "model_fingerprint": getattr(eraser, "model_fingerprint_", None),
         "biases": [
             {
@@ -167,6 +171,8 @@ def restore_fitted(
     if config["features"] is not None:
         eraser.feature_names_in_ = list(config["features"])
     eraser.n_queries_ = config["n_queries"]
+    if config.get("choice") is not None:
+        eraser.goal_fit_ = config["choice"]
     if config.get("model_fingerprint") is not None:  # older files have none
         eraser.model_fingerprint_ = config["model_fingerprint"]
     biases = config["biases"]
@@ -317,6 +323,25 @@ def check_config(config: dict[str, Any], where: str = "") -> None:
             fingerprint.check_field(config["model_fingerprint"], len(classes), math.prod(shape))
         except ValueError as exc:
             raise EraserFileError(f"{where}model_fingerprint: {exc}") from None
+    _check_goal(config, len(classes), len(biases), where)
+
+
+def _check_goal(config: dict[str, Any], k: int, n_biases: int, where: str) -> None:
+    """The ``goal`` and its ``choice`` (absent from files written before goals existed): both
+    null or both well formed, the choice's removal of ``k`` offsets and one scale per bias; they
+    are replaced by their objects."""
+    goal, choice = config.get("goal"), config.get("choice")
+    if (goal is None) != (choice is None):
+        raise EraserFileError(f"{where}'goal' and 'choice' must both be given or both null")
+    if goal is None:
+        return
+    try:
+        config["goal"], config["choice"] = Goal.from_dict(goal), choice_from_dict(choice)
+    except (TypeError, ValueError) as exc:
+        raise EraserFileError(f"{where}{exc}") from None
+    removal = config["choice"].removal
+    if len(removal.offset) != k or len(removal.scales) != n_biases:
+        _fail(where, "choice.removal", f"{k} offsets and {n_biases} scales", removal.to_dict())
 
 
 def _check_rule_scales(biases: list, where: str) -> None:

@@ -34,6 +34,7 @@ def remove_log(
     *log_patches: np.ndarray,
     strength: float = 1.0,
     log_prior: np.ndarray | Sequence[float] | Sequence[Sequence[float]] | None = None,
+    offset: np.ndarray | Sequence[float] | None = None,
 ) -> np.ndarray:
     """Fair probabilities from the model's and the patches' log-outputs (Eq. 19/21).
 
@@ -47,6 +48,8 @@ def remove_log(
         instead of ``log G_j``, so that only the bias-dependent part of each rule goes and the
         model's own class prior stays (None: the paper's Eq. 19, which removes it with the
         bias).
+    offset: a log-space shift per class, ``(k,)``, added before the softmax (a decision
+        threshold for two classes; :class:`ruleeraser.removal.Removal`).
 
     Returns
     -------
@@ -61,20 +64,25 @@ def remove_log(
     array([[0.8, 0.2]])
     """
     z = np.asarray(log_model, dtype=np.float64).copy()
-    offsets = np.zeros((len(log_patches), z.shape[-1]))
+    priors = np.zeros((len(log_patches), z.shape[-1]))
     if log_prior is not None:
         prior = np.asarray(log_prior, dtype=np.float64)
-        if prior.shape not in ((z.shape[-1],), offsets.shape):
+        if prior.shape not in ((z.shape[-1],), priors.shape):
             raise ValueError(
                 f"log_prior has shape {prior.shape}; expected ({z.shape[-1]},) or "
-                f"{offsets.shape} (one row per patch)"
+                f"{priors.shape} (one row per patch)"
             )
-        offsets += prior
-    for log_g, offset in zip(log_patches, offsets, strict=True):
+        priors += prior
+    for log_g, log_pi in zip(log_patches, priors, strict=True):
         log_g = np.asarray(log_g, dtype=np.float64)
         if log_g.shape != z.shape:
             raise ValueError(f"patch output {log_g.shape} does not match model output {z.shape}")
-        z -= strength * (log_g - offset)
+        z -= strength * (log_g - log_pi)
+    if offset is not None:
+        shift = np.asarray(offset, dtype=np.float64)
+        if shift.shape != (z.shape[-1],):
+            raise ValueError(f"offset has shape {shift.shape}; expected ({z.shape[-1]},)")
+        z += shift
     return softmax(z)
 
 

@@ -53,7 +53,9 @@ def prior_in_force(eraser: Any) -> dict[str, Any]:
     Example
     -------
     >>> from types import SimpleNamespace
-    >>> eraser = SimpleNamespace(prior="keep", classes_=np.array([0, 1]), bias_names_=["race"],
+    >>> from ruleeraser.removal import Removal
+    >>> eraser = SimpleNamespace(removal_=Removal(1.0, "keep", (1.0,), (0.0, 0.0)),
+    ...                          classes_=np.array([0, 1]), bias_names_=["race"],
     ...                          class_prior_=np.array([[0.25, 0.75]]))
     >>> prior_in_force(eraser)
     {'prior': 'keep', 'class_prior': {'race': {'0': 0.25, '1': 0.75}}}
@@ -65,7 +67,37 @@ def prior_in_force(eraser: Any) -> dict[str, Any]:
             name: {str(c): float(p) for c, p in zip(eraser.classes_.tolist(), row, strict=True)}
             for name, row in zip(eraser.bias_names_, held, strict=True)
         }
-    return {"prior": eraser.prior, "class_prior": shares}
+    return {"prior": eraser.removal_.prior, "class_prior": shares}
+
+
+def removal_in_force(eraser: Any) -> dict[str, Any]:
+    """The removal a fitted eraser applies (``strength``, ``rule_scale``, ``offset``), and
+    with a goal the goal and what its choice expects (``goal``: None without one).
+
+    Example
+    -------
+    >>> from types import SimpleNamespace
+    >>> from ruleeraser.removal import Removal
+    >>> eraser = SimpleNamespace(removal_=Removal(1.0, "keep", (0.5,), (0.0, 0.2)), goal=None)
+    >>> removal_in_force(eraser)
+    {'strength': 1.0, 'rule_scale': [0.5], 'offset': [0.0, 0.2], 'goal': None}
+    """
+    removal = eraser.removal_
+    out: dict[str, Any] = {
+        "strength": removal.strength,
+        "rule_scale": list(removal.scales),
+        "offset": list(removal.offset),
+        "goal": None,
+    }
+    if getattr(eraser, "goal", None) is not None:
+        chosen = eraser.goal_fit_
+        out["goal"] = {
+            **eraser.goal.to_dict(),
+            "met_on_calibration": chosen.met,
+            "expected_gap": chosen.expected_gap,
+            "interval": list(chosen.interval),
+        }
+    return out
 
 
 def prior_line(header: dict[str, Any]) -> str:
@@ -160,3 +192,34 @@ def _rates_panel(ax: Any, report: Any, name: str) -> None:
     ax.set_ylabel("share of the group's rows (%)")
     ax.set_title(f"decisions per group, bias {name}")
     ax.legend(loc="upper center", ncols=min(len(first.decisions), 4), frameon=False)
+
+
+def plot_tradeoff(points: list[dict[str, float]], chosen: float, goal: Any, path: Path) -> None:
+    """The goal's objective against its gap along the strength (``points`` of
+    :func:`ruleeraser.tradeoff.tradeoff_curve`), the model (strength 0) and the ``chosen``
+    strength marked, the goal's largest gap as a vertical line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gaps = [p["gap"] for p in points]
+    objectives = [p["objective"] for p in points]
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    ax.plot(gaps, objectives, "-o", color="0.55", markersize=3, label="strength 0 to 3")
+    model = min(points, key=lambda p: p["strength"])
+    ax.plot(model["gap"], model["objective"], "s", color="tab:red", label="the model")
+    near = min(points, key=lambda p: abs(p["strength"] - chosen))
+    ax.plot(near["gap"], near["objective"], "*", color="tab:blue", markersize=14,
+            label=f"in force (strength {chosen:g})")  # fmt: skip
+    if goal is not None:
+        ax.axvline(goal.max_gap_points, color="tab:green", linestyle="--",
+                   label=f"goal: gap <= {goal.max_gap_points:g}")  # fmt: skip
+    name = getattr(goal, "constraint", "equalized_odds").replace("_", " ")
+    ax.set_xlabel(f"{name} gap (points)")
+    ax.set_ylabel(getattr(goal, "objective", "balanced_accuracy").replace("_", " "))
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

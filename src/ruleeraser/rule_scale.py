@@ -265,6 +265,7 @@ def fit_rule_scale(
     biases: Sequence[np.ndarray],
     *,
     keep_prior: bool = False,
+    strength: float = 1.0,
     grid: Sequence[float] = SCALES,
     se_share: float = SE_SHARE,
     accuracy_se_share: float = ACCURACY_SE_SHARE,
@@ -286,6 +287,7 @@ def fit_rule_scale(
     biases: each patch's bias indices ``(n,)``.
     keep_prior: measure the decision of ``prior="keep"`` (the class prior left in) instead of
         Eq. 19's.
+    strength: the strength the eraser removes at (the scales are fitted for it).
     grid: the scales tried.
     se_share: scales within this share of a standard error of the lowest gap count as equal.
     accuracy_se_share: scales whose average group accuracy falls below the paper's scale's by
@@ -309,7 +311,9 @@ def fit_rule_scale(
 
     def decide(trial: np.ndarray) -> np.ndarray:
         scaled = [scale_rule(log_g, log_priors[m], trial[m]) for m, log_g in enumerate(log_patches)]
-        fair = remove_log(log_model, *scaled, log_prior=log_priors if keep_prior else None)
+        fair = remove_log(
+            log_model, *scaled, strength=strength, log_prior=log_priors if keep_prior else None
+        )
         return fair.argmax(axis=1)
 
     for j, bias in enumerate(biases):

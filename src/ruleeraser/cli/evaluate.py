@@ -19,6 +19,8 @@ from ruleeraser.cli.common import (
     opened_model,
     rows_error,
 )
+from ruleeraser.cli.goal_options import add_strength_option, with_strength
+from ruleeraser.distill import log_proba
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from ruleeraser.report_files import (
         plot_groups,
         prior_in_force,
+        removal_in_force,
         report_json,
         report_markdown,
     )
@@ -38,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if out_dir.exists() and not out_dir.is_dir():  # found out before the model is queried
         raise FileExistsError(f"--out {out_dir} is a file; the report is a folder")
     with opened_model(args) as model:
-        eraser = Eraser.load(args.eraser, model, check_model=False)
+        eraser = with_strength(Eraser.load(args.eraser, model, check_model=False), args.strength)
         check_model(eraser, args.eraser, name=args.model, force=args.force, hint=CLI_HINT)
         features = model_columns(
             model, args.data, given=args.features, eraser=eraser, spec=args.model
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         if args.target in biases:
             raise ValueError(f"--target {args.target!r} is also a --bias column")
         known = set(eraser.classes_.tolist())
-        y, b, before, after = [], {c: [] for c in biases}, [], []
+        y, b, before, after, logs = [], {c: [] for c in biases}, [], [], []
         for start, chunk in chunks(args, [*features, args.target, *biases]):
             try:
                 check_features(chunk[features], start)
@@ -60,11 +63,13 @@ def run(args: argparse.Namespace) -> int:
                         f"{sorted(known, key=str)} lack: {sorted(unknown, key=str)[:10]}"
                     )
                 proba, fair = eraser.model_and_fair_proba(chunk[features])
+                raw = eraser.patch_log_proba(chunk[features], scaled=False)
             except (ValueError, RuntimeError) as exc:
                 raise rows_error(start, chunk, exc) from exc
             y.append(chunk[args.target].to_numpy())
             for column in biases:
                 b[column].append(chunk[column].to_numpy())
+            logs.append((log_proba(proba, eraser.eps), raw))
             before.append(eraser.classes_[proba.argmax(axis=1)])
             after.append(eraser.classes_[fair.argmax(axis=1)])
         if args.calibration_curve:
@@ -81,15 +86,18 @@ def run(args: argparse.Namespace) -> int:
         "rows": len(y_all),
         "target": args.target,
         **prior_in_force(eraser),
+        **removal_in_force(eraser),
         **({"unseen_bias_values": unseen} if unseen else {}),
     }
-    markdown = report_markdown(header, reports) + unseen_note(unseen)
-    print(markdown)
     out_dir.mkdir(parents=True, exist_ok=True)
+    goal_text, points = goal_section(eraser, y_all, columns, logs, out_dir)
+    header["tradeoff"] = points
+    markdown = report_markdown(header, reports) + unseen_note(unseen) + goal_text
+    print(markdown)
     (out_dir / "report.md").write_text(markdown + "\n")
     (out_dir / "report.json").write_text(json.dumps(report_json(header, reports), indent=2) + "\n")
     plot_groups(reports, out_dir / "groups.png")
-    print(f"wrote report.md, report.json and groups.png to {out_dir}{summary}")
+    print(f"wrote report.md, report.json, groups.png and tradeoff.png to {out_dir}{summary}")
     return 0
 
 
@@ -153,6 +161,50 @@ def unseen_note(unseen: dict[str, list[dict[str, Any]]]) -> str:
     return "\n\n" + head + "\n\n" + "\n".join(lines) if lines else ""
 
 
+def goal_section(
+    eraser: Any,
+    y: np.ndarray,
+    biases: dict[str, np.ndarray],
+    logs: list[tuple[np.ndarray, list[np.ndarray]]],
+    out_dir: Path,
+) -> tuple[str, list[dict[str, float]]]:
+    """The goal (or, without one, EqualOdds at the best balanced accuracy) measured on these
+    rows beside what the fit expected, and the trade-off curve along the strength (drawn to
+    ``tradeoff.png``): the report's text and the curve's points."""
+    from ruleeraser.goal import Goal
+    from ruleeraser.report_files import plot_tradeoff
+    from ruleeraser.tradeoff import goal_figures, tradeoff_curve
+
+    goal = eraser.goal if eraser.goal is not None else Goal()
+    log_model = np.concatenate([m for m, _ in logs])
+    log_patches = [np.concatenate([p[j] for _, p in logs]) for j in range(len(eraser.patches_))]
+    log_priors = np.log(eraser.class_prior_) if hasattr(eraser, "class_prior_") else None
+    removal = eraser.removal_
+    index = {c: i for i, c in enumerate(eraser.classes_.tolist())}
+    y_idx = np.array([index[v] for v in y.tolist()])
+    fair = removal.apply(log_model, log_patches, log_priors).argmax(axis=1)
+    objective, measured = goal_figures(y_idx, fair, biases, goal)
+    points = tradeoff_curve(removal, log_model, log_patches, log_priors, y_idx, biases, goal)
+    plot_tradeoff(points, removal.strength, eraser.goal, out_dir / "tradeoff.png")
+    name, what = goal.constraint.replace("_", " "), goal.objective.replace("_", " ")
+    lines = ["", "## Goal", ""]
+    if eraser.goal is None:
+        lines.append(f"No goal was given at fit; measured as {name} and {what}.")
+    else:
+        chosen = eraser.goal_fit_
+        low, high = chosen.interval
+        lines.append(
+            f"Goal: {name} gap <= {goal.max_gap_points:g} points at the best {what}. Expected "
+            f"at fit: {chosen.expected_gap:.1f} points ({100 * goal.confidence:g}% interval "
+            f"{low:.1f}-{high:.1f}), {what} {chosen.objective:.1f}."
+        )
+    lines.append(
+        f"Measured on these rows at strength {removal.strength:g}: {name} gap {measured:.1f} "
+        f"points, {what} {objective:.1f}. The trade-off along the strength: tradeoff.png."
+    )
+    return "\n".join(lines), points
+
+
 def default_report_dir(eraser_dir: str) -> Path:
     """``ERASER_DIR-report`` beside the eraser.
 
@@ -190,6 +242,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="use a model whose answers on the eraser's probe rows differ from those of the "
         "model it was fitted on (by default refused)",
     )  # fmt: skip
+    add_strength_option(evaluate)
     calibration_curve.add_options(evaluate)
     add_stream_options(evaluate)
     add_model_options(evaluate)

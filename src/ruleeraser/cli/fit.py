@@ -14,6 +14,12 @@ from ruleeraser.cli.common import (
     model_columns,
     opened_model,
 )
+from ruleeraser.cli.goal_options import (
+    add_goal_options,
+    add_removal_options,
+    describe_removal,
+    goal_from_args,
+)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from ruleeraser.tables import check_features, check_labels, read_table
 
     check_out(args.out, args.overwrite)  # before the model is paid for
+    goal = goal_from_args(args)
     biases = list(dict.fromkeys(args.bias))
     if args.target in biases:
         raise ValueError(f"--target {args.target!r} is also a --bias column")
@@ -46,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
             rule=args.rule,
             prior=args.prior,
             rule_scale=args.rule_scale,
+            strength=args.strength,
+            goal=goal,
             max_epochs=args.max_epochs,
             holdout=args.holdout,
             random_state=args.random_state,
@@ -59,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         f"fitted on {len(frame)} rows of {args.data} ({len(features)} features; "
         f"classes {eraser.classes_.tolist()}): {queried}"
     )
-    print(f"  prior {eraser.prior!r}")
+    for line in describe_removal(eraser):
+        print(f"  {line}")
     for name, values, report, prior, scale in zip(
         eraser.bias_names_, eraser.bias_values_, eraser.patch_fit_, eraser.class_prior_,
         eraser.rule_scale_, strict=True,
@@ -74,15 +84,6 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"wrote {out} ({time.perf_counter() - start:.1f} s)")
     return 0
-
-
-def rule_scale(text: str) -> str | float:
-    """``--rule-scale``: "fit" or a number (``Eraser`` checks its range).
-
-    >>> rule_scale("fit"), rule_scale("1")
-    ('fit', 1.0)
-    """
-    return text if text == "fit" else float(text)
 
 
 def check_out(out: str | Path, overwrite: bool, *, kind: str = "eraser") -> None:
@@ -152,17 +153,8 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         help="'group': the patch predicts p(b|x) and mixes per-group rules (default); "
         "'sample': the paper's per-sample patch",
     )  # fmt: skip
-    fit.add_argument(
-        "--prior", choices=["keep", "balanced"], default="keep",
-        help="'keep' (default): remove only the bias-dependent part of the rule, so the "
-        "model keeps its own class prior and its overall accuracy; 'balanced': the paper's "
-        "Eq. 19, which also removes the class prior and makes the decisions class-balanced",
-    )  # fmt: skip
-    fit.add_argument(
-        "--rule-scale", type=rule_scale, default="fit", metavar="fit|SCALE",
-        help="the size of each patch's bias-dependent part: 'fit' (default) chooses it on the "
-        "calibration rows so that the groups' error rates match; 1 is the paper's patch",
-    )  # fmt: skip
+    add_removal_options(fit)
+    add_goal_options(fit)
     fit.add_argument(
         "--holdout", type=float, default=0.2, metavar="SHARE",
         help="share of the calibration rows held out for early stopping (default 0.2)",

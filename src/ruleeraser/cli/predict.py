@@ -16,6 +16,7 @@ from ruleeraser.cli.common import (
     opened_model,
     rows_error,
 )
+from ruleeraser.cli.goal_options import add_strength_option, with_strength
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +43,7 @@ def _run_file(args: argparse.Namespace) -> int:
 
     check_out(args.out, args.overwrite, kind="file")  # before the model is paid for
     with opened_model(args) as model:
-        eraser = Eraser.load(args.eraser, model, check_model=False)
+        eraser = with_strength(Eraser.load(args.eraser, model, check_model=False), args.strength)
         check_model(eraser, args.eraser, name=args.model, force=args.force, hint=CLI_HINT)
         scorer = FairScorer.around(
             eraser,
@@ -70,6 +71,11 @@ def _run_dataset(args: argparse.Namespace) -> int:
     from ruleeraser.fingerprint import CLI_HINT, check_model
     from ruleeraser.scale.job import predict_dataset
 
+    if args.strength is not None:
+        raise ValueError(
+            "--strength applies to a single table; for a Parquet dataset, save an eraser at "
+            "that strength (Eraser.set_params(strength=...).save) and score with it"
+        )
     with opened_model(args) as model:  # checked here, once, not by every worker
         eraser = Eraser.load(args.eraser, model, check_model=False)
         check_model(eraser, args.eraser, name=args.model, force=args.force, hint=CLI_HINT)
@@ -142,6 +148,7 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
         "--keep-columns", nargs="+", metavar="COL",
         help="input columns copied to the output, e.g. an id",
     )  # fmt: skip
+    add_strength_option(predict)
     add_stream_options(predict)
     scale = predict.add_argument_group("a Parquet dataset")
     scale.add_argument(
