@@ -192,6 +192,8 @@ def test_healthz(demo, eraser, eraser_dir):
         "biases": ["bias"],
         "strength": 1.0,
         "rule_scale": [pytest.approx(eraser.rule_scale_[0])],
+        "offset": [0.0, 0.0],
+        "goal": None,
         "prior": "balanced",
         "class_prior": {
             "bias": {

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Sequence
+import uuid
+from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,10 @@ from fastapi import FastAPI, HTTPException, Query, Request, Response
 
 from ruleeraser import __version__
 from ruleeraser.eraser import Eraser, check_is_fitted
-from ruleeraser.report_files import prior_in_force
+from ruleeraser.report_files import prior_in_force, removal_in_force
 from ruleeraser.serve.bodies import RequestReader, error_body
 from ruleeraser.serve.bound import input_bound
+from ruleeraser.serve.headers import REQUEST_ID, check_headers
 from ruleeraser.serve.proxy import Proxy
 from ruleeraser.serve.schemas import ApiModels, api_models
 from ruleeraser.serve.settings import (
@@ -51,6 +53,8 @@ def create_app(
     min_inflight: int = DEFAULT_MIN_INFLIGHT,
     max_batch_rows: int | None = None,
     patch_threads: int | None = DEFAULT_PATCH_THREADS,
+    strength: float | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> FastAPI:
     """The fair proxy as a FastAPI app.
 
@@ -59,8 +63,11 @@ def create_app(
     eraser: a fitted :class:`~ruleeraser.Eraser` or a directory saved by ``Eraser.save``.
     upstream: the URL the model answers instances on.
     timeout, max_rows, max_body_bytes, max_connections, coalesce, max_inflight, min_inflight,
-        max_batch_rows, patch_threads: see :class:`ruleeraser.serve.settings.Settings`;
+        max_batch_rows, patch_threads, strength: see
+        :class:`ruleeraser.serve.settings.Settings`;
         ``patch_threads`` is restored when the app stops.
+    headers: sent to the upstream on every call (an API key, a token): their names are
+        listed in ``/healthz``, their values nowhere (see :mod:`ruleeraser.serve.headers`).
 
     Returns
     -------
@@ -78,17 +85,21 @@ def create_app(
         timeout=timeout, max_rows=max_rows, max_body_bytes=max_body_bytes,
         max_connections=max_connections, coalesce=coalesce, max_inflight=max_inflight,
         min_inflight=min_inflight, max_batch_rows=max_batch_rows, patch_threads=patch_threads,
+        strength=strength,
     )  # fmt: skip
     _check_url(upstream)
     if not isinstance(eraser, Eraser):
         eraser = Eraser.load(eraser, model=_no_model, check_model=False)  # see serve.command
     check_is_fitted(eraser)
+    if settings.strength is not None:
+        eraser.set_strength(settings.strength)
     bound = input_bound(eraser.patches_)
     api = api_models(math.prod(eraser.input_shape_), settings.max_rows, bound)
     reader = RequestReader(tuple(eraser.input_shape_), settings.max_rows, bound, api.request)
-    proxy = Proxy(
-        eraser, Upstream(upstream, settings.timeout, settings.max_connections), reader, settings
+    client = Upstream(
+        upstream, settings.timeout, settings.max_connections, check_headers(headers or {})
     )
+    proxy = Proxy(eraser, client, reader, settings)
     try:  # before anything is served
         proxy.check_forward()
     except Refusal as refusal:
@@ -122,6 +133,7 @@ def _lean_predict(proxy: Proxy, max_body_bytes: int) -> Any:
     """The ASGI handler of ``POST /v1/predict``."""
 
     async def predict(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        request_id = read_request_id(scope["headers"])
         try:
             body = await read_body(receive, scope["headers"], max_body_bytes)
         except Refusal as refusal:
@@ -129,10 +141,11 @@ def _lean_predict(proxy: Proxy, max_body_bytes: int) -> Any:
                 return
             status, content = refusal.status, error_body(refusal.detail)
         else:
-            status, content = await proxy.answer(body)
+            status, content = await proxy.answer(body, request_id.decode())
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(content)).encode()),
+            (b"x-request-id", request_id),
         ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
@@ -169,12 +182,14 @@ def _add_predict_route(app: FastAPI, proxy: Proxy, api: ApiModels, max_body_byte
         },
     )
     async def predict(request: Request) -> Response:
+        request_id = read_request_id(request.scope["headers"]).decode()
+        echo = {REQUEST_ID: request_id}
         try:
             body = await read_body(request.receive, request.scope["headers"], max_body_bytes)
         except Refusal as refusal:
-            raise HTTPException(refusal.status, refusal.detail) from None
-        status, content = await proxy.answer(body)
-        return Response(content, status_code=status, media_type="application/json")
+            raise HTTPException(refusal.status, refusal.detail, headers=echo) from None
+        status, content = await proxy.answer(body, request_id)
+        return Response(content, status_code=status, media_type="application/json", headers=echo)
 
 
 def _add_health_route(app: FastAPI, proxy: Proxy, api: ApiModels, bound: float) -> None:
@@ -185,8 +200,7 @@ def _add_health_route(app: FastAPI, proxy: Proxy, api: ApiModels, bound: float) 
         "input_shape": list(eraser.input_shape_),
         "classes": proxy.classes,
         "biases": list(eraser.bias_names_),
-        "strength": float(eraser.strength),
-        "rule_scale": [float(v) for v in eraser.rule_scale_],
+        **removal_in_force(eraser),
         **prior_in_force(eraser),
         "max_rows": settings.max_rows,
         "max_value": bound,
@@ -195,10 +209,14 @@ def _add_health_route(app: FastAPI, proxy: Proxy, api: ApiModels, bound: float) 
         "min_inflight": settings.min_inflight if coalesce else None,
         "max_batch_rows": settings.max_batch_rows if coalesce else None,
     }
+    sent = [name for name in proxy.upstream.headers if name != "content-type"]
+    if sent:  # listed only when there are some (the names, never the values)
+        described["upstream_headers"] = sent
 
     @app.get(
         "/healthz",
         response_model=api.health,
+        response_model_exclude_unset=True,  # upstream_headers, when there are none
         summary="The eraser served, coalescing and counts; 503 if its forward pass fails; "
         "with upstream=true, a one-row probe of the upstream too",
         responses={
@@ -243,6 +261,23 @@ def _lifespan(proxy: Proxy, patch_threads: int | None) -> Any:
             gc.unfreeze()
 
     return lifespan
+
+
+def read_request_id(headers: Sequence[tuple[bytes, bytes]]) -> bytes:
+    """A request's ``X-Request-Id`` (ASCII, at most 200 bytes), else a new one
+    (uuid4, hex).
+
+    >>> read_request_id([(b"x-request-id", b"abc-1")])
+    b'abc-1'
+    >>> len(read_request_id([]))
+    32
+    """
+    for name, value in headers:
+        if name == b"x-request-id":
+            if 0 < len(value) <= 200 and value.isascii():
+                return value
+            break
+    return uuid.uuid4().hex.encode()
 
 
 async def read_body(receive: Any, headers: Sequence[tuple[bytes, bytes]], limit: int) -> bytes:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ruleeraser.serve.headers import UpstreamHeaders
 from ruleeraser.serve.settings import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONNECTIONS,
@@ -46,7 +47,10 @@ def create_app_from_env() -> FastAPI:
     if missing:
         raise RuntimeError(f"set {' and '.join(missing)} to serve")
     settings = asdict(Settings.from_env())
-    return create_app(os.environ[ENV["eraser"]], os.environ[ENV["upstream"]], **settings)
+    headers = UpstreamHeaders.from_env().resolve()  # the worker reads the references again
+    return create_app(
+        os.environ[ENV["eraser"]], os.environ[ENV["upstream"]], headers=headers, **settings
+    )
 
 
 def uvicorn_options(access_log: bool = True) -> dict[str, Any]:
@@ -81,6 +85,9 @@ def run(
     access_log: bool = True,
     log_level: str = "info",
     force: bool = False,
+    headers: UpstreamHeaders | None = None,
+    ssl_keyfile: str | Path | None = None,
+    ssl_certfile: str | Path | None = None,
     **settings: Any,
 ) -> None:
     """Serve the fair proxy with uvicorn until interrupted.
@@ -89,7 +96,9 @@ def run(
     that a bad eraser or setting fails before serving, and the upstream is checked against
     the eraser's model fingerprint (:func:`check_upstream`; ``force``: served all the same);
     with ``workers > 1`` each worker process builds its own from the environment
-    (:func:`create_app_from_env`).
+    (:func:`create_app_from_env`). ``headers`` go on every upstream call, the check's
+    too; the workers get their references, not their values. ``ssl_certfile`` (with
+    ``ssl_keyfile`` unless it holds the key) serves over HTTPS.
     """
     import uvicorn
     from uvicorn.supervisors import Multiprocess
@@ -99,23 +108,28 @@ def run(
 
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    headers = headers or UpstreamHeaders()
+    sent = headers.resolve()  # a variable not set, a file missing: refused before anything
+    tls = ssl_options(ssl_keyfile, ssl_certfile)
     timeout = settings.get("timeout", DEFAULT_TIMEOUT)
-    fitted = Eraser.load(eraser_dir, upstream_model(upstream, timeout), check_model=False)
-    app: Any = create_app(fitted, upstream, **settings)
+    fitted = Eraser.load(eraser_dir, upstream_model(upstream, timeout, sent), check_model=False)
+    app: Any = create_app(fitted, upstream, headers=sent, **settings)
     check_upstream(fitted, eraser_dir, upstream, force=force)
     if workers > 1:
         os.environ[ENV["eraser"]] = str(Path(eraser_dir).resolve())
         os.environ[ENV["upstream"]] = upstream
         os.environ.update(Settings(**settings).to_env())
+        os.environ.update(headers.to_env())  # references: the values stay where they are
         app = APP_FACTORY
     config = uvicorn.Config(
         app, host=host, port=port, workers=workers, factory=workers > 1,
-        log_level=log_level, **uvicorn_options(access_log),
+        log_level=log_level, **tls, **uvicorn_options(access_log),
     )  # fmt: skip
     sock = _listen(host, port)
     logging.getLogger("uvicorn.error").info(
-        "fair proxy on http://%s:%d%s, %d worker(s), upstream %s",
-        host, sock.getsockname()[1], PREDICT_PATH, workers, upstream,
+        "fair proxy on %s://%s:%d%s, %d worker(s), upstream %s, upstream headers %s",
+        "https" if tls else "http", host, sock.getsockname()[1], PREDICT_PATH, workers,
+        upstream, ", ".join(sent) or "none",
     )  # fmt: skip
     if workers == 1:
         uvicorn.Server(config).run(sockets=[sock])
@@ -123,17 +137,20 @@ def run(
         Multiprocess(config, sockets=[sock]).run()
 
 
-def upstream_model(upstream: str, timeout: float) -> Callable[[Any], np.ndarray]:
-    """The model behind ``upstream`` as a function of a batch of rows: one call each, for the
-    check at start (:func:`check_upstream`), not for serving. An upstream that does not
-    answer with probabilities raises :class:`~ruleeraser.serve.upstream.Refusal`."""
+def upstream_model(
+    upstream: str, timeout: float, headers: dict[str, str] | None = None
+) -> Callable[[Any], np.ndarray]:
+    """The model behind ``upstream`` as a function of a batch of rows: one call each (with
+    ``headers``), for the check at start (:func:`check_upstream`), not for serving. An
+    upstream that does not answer with probabilities raises
+    :class:`~ruleeraser.serve.upstream.Refusal`."""
     import asyncio
 
     from ruleeraser import wire
     from ruleeraser.serve.upstream import Upstream
 
     async def ask(rows: list[list[float]]) -> np.ndarray:
-        client = Upstream(upstream, timeout, 1)
+        client = Upstream(upstream, timeout, 1, headers)
         try:
             return await client.query(wire.rows_body([wire.dumps(r) for r in rows]), len(rows))
         finally:
@@ -167,6 +184,43 @@ def check_upstream(eraser: Any, where: str | Path, upstream: str, *, force: bool
         )
 
 
+def ssl_options(keyfile: str | Path | None, certfile: str | Path | None) -> dict[str, str]:
+    """uvicorn's TLS settings (``ssl_keyfile``, ``ssl_certfile``; none for plain HTTP), the
+    pair loaded once to check it: ``ValueError`` naming a file missing, a key without its
+    certificate, a pair that does not load or an encrypted key (uvicorn would ask for its
+    password on the terminal).
+
+    >>> ssl_options(None, None)
+    {}
+    >>> ssl_options("key.pem", None)
+    Traceback (most recent call last):
+    ...
+    ValueError: --ssl-keyfile needs --ssl-certfile
+    """
+    import ssl
+
+    if keyfile is None and certfile is None:
+        return {}
+    if certfile is None:
+        raise ValueError("--ssl-keyfile needs --ssl-certfile")
+    given = {"ssl_certfile": certfile, "ssl_keyfile": keyfile}
+    options = {key: str(Path(path).resolve()) for key, path in given.items() if path is not None}
+    for key, path in given.items():
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"--{key.replace('_', '-')} {path}: no such file")
+    files = " and ".join(f"--{k.replace('_', '-')} {p}" for k, p in given.items() if p)
+
+    def encrypted() -> bytes:
+        raise ValueError(f"{files}: the key is encrypted; give a key file without a password")
+
+    try:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"), encrypted)
+    except ssl.SSLError as exc:
+        raise ValueError(f"{files}: not a certificate and its key ({exc})") from None
+    return options
+
+
 def _listen(host: str, port: int) -> socket.socket:
     """A bound TCP socket whose accepted connections get TCP_NODELAY.
 
@@ -190,11 +244,20 @@ def _serve_command(args: argparse.Namespace) -> int:
         "max_body_bytes": args.max_body_bytes, "coalesce": not args.no_coalesce,
         "max_inflight": args.max_inflight, "min_inflight": args.min_inflight,
         "max_batch_rows": args.max_batch_rows, "patch_threads": args.patch_threads,
+        "strength": args.strength,
     }  # fmt: skip
+    headers = UpstreamHeaders(tuple(args.header or ()), tuple(args.header_file or ()))
+    for name in headers.secrets_on_command_line():
+        print(
+            f"ruleeraser serve: warning: --header {name} is given on the command line, where "
+            f"ps shows it; give '{name}: $VARIABLE' or --header-file instead",
+            file=sys.stderr,
+        )
     try:
         run(
             args.eraser, args.upstream, host=args.host, port=args.port, workers=args.workers,
-            access_log=not args.no_access_log, force=args.force, **settings,
+            access_log=not args.no_access_log, force=args.force, headers=headers,
+            ssl_keyfile=args.ssl_keyfile, ssl_certfile=args.ssl_certfile, **settings,
         )  # fmt: skip
     except (ValueError, TypeError, OSError, RuntimeError, ImportError) as exc:
         # a bad setting, an eraser that fails to load or to compute, a port in use
@@ -221,12 +284,18 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (1)")
+    _add_upstream_options(p)
     _add_limit_options(p)
     _add_coalescing_options(p)
     p.add_argument(
         "--patch-threads", type=int, default=DEFAULT_PATCH_THREADS,
         help=f"torch threads for the patches ({DEFAULT_PATCH_THREADS}: the cores are the model's "
         "and the other requests', and the patches are small)",
+    )  # fmt: skip
+    p.add_argument(
+        "--strength", type=float, metavar="S",
+        help="override the eraser's strength by hand (0: the model itself; default: the "
+        "strength saved, the goal's choice where it has one)",
     )  # fmt: skip
     p.add_argument("--no-access-log", action="store_true", help="do not log every request")
     p.add_argument(
@@ -236,6 +305,26 @@ def add_serve_parser(subparsers: Any) -> argparse.ArgumentParser:
     )  # fmt: skip
     p.set_defaults(run=_serve_command)
     return p
+
+
+def _add_upstream_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--header", action="append", metavar="'NAME: VALUE'",
+        help="a header sent on every upstream call (repeatable); a VALUE of the form $VAR is "
+        "read from the environment variable VAR at start, so that a secret stays off the "
+        "command line: --header 'Authorization: $MODEL_TOKEN'",
+    )  # fmt: skip
+    p.add_argument(
+        "--header-file", action="append", metavar="FILE",
+        help="upstream headers from FILE, one 'NAME: VALUE' a line ($VAR as for --header; "
+        "# comments); repeatable. Header values are never logged nor shown in /healthz",
+    )  # fmt: skip
+    p.add_argument(
+        "--ssl-certfile", metavar="FILE",
+        help="serve HTTPS with this PEM certificate (chain); with --ssl-keyfile unless it "
+        "holds the key too",
+    )  # fmt: skip
+    p.add_argument("--ssl-keyfile", metavar="FILE", help="the certificate's PEM private key")
 
 
 def _add_limit_options(p: argparse.ArgumentParser) -> None:

@@ -9,7 +9,9 @@ request goes alone). No timer: a request that finds a call free goes at once, al
 patches run once per call on the merged rows (in float32, whose rounding depends on the rows
 computed together: a coalesced answer equals ``Eraser.predict_proba`` of its rows to about
 1e-7, a request sent alone exactly), and each request gets exactly its own rows back. The
-upstream gets the clients' own JSON text of the rows, joined, never encoded again.
+upstream gets the clients' own JSON text of the rows, joined, never encoded again. A call
+carries the ``X-Request-Id`` of its first request (the others' ids are not sent: a call's
+header holds one id).
 """
 
 from __future__ import annotations
@@ -32,12 +34,16 @@ log = logging.getLogger("ruleeraser.serve")
 
 
 class Pending:
-    """One client request waiting for its rows' answers: ``future`` gets ``(proba, fair)``."""
+    """One client request waiting for its rows' answers: ``future`` gets ``(proba, fair)``;
+    ``request_id``: its ``X-Request-Id``, if any."""
 
-    __slots__ = ("rows", "future", "deadline")
+    __slots__ = ("rows", "future", "deadline", "request_id")
 
-    def __init__(self, rows: Rows, future: asyncio.Future, deadline: float) -> None:
+    def __init__(
+        self, rows: Rows, future: asyncio.Future, deadline: float, request_id: str | None = None
+    ) -> None:
         self.rows, self.future, self.deadline = rows, future, deadline
+        self.request_id = request_id
 
     def fail(self, status: int, detail: str) -> None:
         if not self.future.done():  # not given up by its client
@@ -72,24 +78,27 @@ class Proxy:
         self.inflight = 0
         self.tasks: set[asyncio.Task] = set()
 
-    async def answer(self, body: bytes) -> tuple[int, bytes]:
-        """The status and JSON body ``POST /v1/predict`` answers ``body`` with."""
+    async def answer(self, body: bytes, request_id: str | None = None) -> tuple[int, bytes]:
+        """The status and JSON body ``POST /v1/predict`` answers ``body`` with; its upstream
+        call carries ``request_id`` (when the request is the call's first)."""
         try:
             rows = self.reader.read(body)
-            proba, fair = await self.predict(rows)
+            proba, fair = await self.predict(rows, request_id)
         except Refusal as refusal:
             if refusal.status == 500:
                 self.internal_errors += 1
             return refusal.status, error_body(refusal.detail)
         return 200, answer_body(fair, proba if rows.return_original else None, self.classes)
 
-    async def predict(self, rows: Rows) -> tuple[np.ndarray, np.ndarray]:
+    async def predict(
+        self, rows: Rows, request_id: str | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """The upstream's and the fair probabilities of a request's rows; raises
         :class:`Refusal`."""
         loop = asyncio.get_running_loop()
         if loop is not self.loop:  # a new event loop (a test client): a new queue
             self.loop, self.queue, self.inflight = loop, collections.deque(), 0
-        item = Pending(rows, loop.create_future(), loop.time() + self.upstream.timeout)
+        item = Pending(rows, loop.create_future(), loop.time() + self.upstream.timeout, request_id)
         self.requests += 1
         if not self.settings.coalesce:
             await self._forward([item])
@@ -152,7 +161,8 @@ class Proxy:
         self.upstream_rows += n
         sent_at = loop.time()
         try:
-            proba = await self.query(self._body(batch), n, min(i.deadline for i in batch) - now)
+            timeout = min(i.deadline for i in batch) - now
+            proba = await self.query(self._body(batch), n, timeout, batch[0].request_id)
             fair = self.fair(proba, log_g)
         except Refusal as exc:
             for item in batch:  # no partial answers: the whole call failed
@@ -207,9 +217,11 @@ class Proxy:
                 raise Refusal(500, f"internal error: {exc}") from None
             raise Refusal(422, str(exc)) from None
 
-    async def query(self, body: Body, n: int, timeout: float | None = None) -> np.ndarray:
+    async def query(
+        self, body: Body, n: int, timeout: float | None = None, request_id: str | None = None
+    ) -> np.ndarray:
         """The upstream's probabilities for a request body of ``n`` rows; 502 or 504."""
-        proba = await self.upstream.query(body, n, timeout)
+        proba = await self.upstream.query(body, n, timeout, request_id)
         if proba.shape[1] != len(self.classes):
             raise Refusal(
                 502,

@@ -71,6 +71,11 @@ def _health(Label: Any) -> type[BaseModel]:
         rule_scale: list[float] = Field(
             description="per bias, the scale of its patch's bias-dependent part"
         )
+        offset: list[float] = Field(description="per class, the log-space shift added")
+        goal: dict[str, Any] | None = Field(
+            description="the goal the removal was chosen for, with the gap expected at fit "
+            "and its interval (points); null without a goal"
+        )
         prior: str = Field(description="'balanced' (Eq. 19) or 'keep' (the class prior kept)")
         class_prior: dict[str, dict[str, float]] | None = Field(
             description="per bias, each class's share in the prior its patch holds"
@@ -94,5 +99,10 @@ def _health(Label: Any) -> type[BaseModel]:
         upstream_rows: int = Field(description="rows in those calls")
         internal_errors: int = Field(description="requests answered 500 by this process")
         upstream_checked: bool
+        upstream_headers: list[str] | None = Field(
+            None,
+            description="names of the headers sent on every upstream call (never their "
+            "values); absent when there are none",
+        )
 
     return Health

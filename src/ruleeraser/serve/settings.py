@@ -39,6 +39,10 @@ ENV = {
     "min_inflight": "RULEERASER_SERVE_MIN_INFLIGHT",
     "max_batch_rows": "RULEERASER_SERVE_MAX_BATCH_ROWS",
     "patch_threads": "RULEERASER_SERVE_PATCH_THREADS",
+    "strength": "RULEERASER_SERVE_STRENGTH",
+    # references to the upstream headers, not their values (ruleeraser.serve.headers)
+    "headers": "RULEERASER_SERVE_HEADERS",
+    "header_files": "RULEERASER_SERVE_HEADER_FILES",
 }
 
 _COUNT = Interval(int, 1, None)
@@ -58,6 +62,7 @@ class Settings:
         (None: ``max_connections``; equal: a fixed limit).
     max_batch_rows: most rows in one coalesced call (None: ``max_rows``).
     patch_threads: torch threads while the app serves (None: leave them as they are).
+    strength: the removal's strength, overriding the eraser's (None: the eraser's).
     """
 
     timeout: float = DEFAULT_TIMEOUT
@@ -69,6 +74,7 @@ class Settings:
     min_inflight: int = DEFAULT_MIN_INFLIGHT
     max_batch_rows: int | None = None
     patch_threads: int | None = DEFAULT_PATCH_THREADS
+    strength: float | None = None
 
     _constraints = {
         "timeout": [Interval(float, 0, None, closed="neither")],
@@ -80,6 +86,7 @@ class Settings:
         "min_inflight": [_COUNT],
         "max_batch_rows": [None, _COUNT],
         "patch_threads": [None, _COUNT],
+        "strength": [None, Interval(float, 0, None)],
     }
 
     def __post_init__(self) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import aiohttp
 import numpy as np
@@ -27,6 +27,7 @@ from aiohttp.abc import AbstractStreamWriter
 
 from ruleeraser import wire
 from ruleeraser.blackbox import check_probabilities
+from ruleeraser.serve.headers import REQUEST_ID
 
 _JSON = {"content-type": "application/json"}
 #: Bodies from this size on go out after the headers, their pieces not joined (:class:`_Pieces`).
@@ -52,19 +53,29 @@ class Upstream:
     url: the model's predict endpoint (instances protocol).
     timeout: seconds a call may take unless told otherwise.
     max_connections: connections open at once.
+    headers: sent on every call (:mod:`ruleeraser.serve.headers`; never logged).
     """
 
     #: What :meth:`post` raises when the upstream cannot be reached.
     failures = (aiohttp.ClientError, OSError)
 
-    def __init__(self, url: str, timeout: float, max_connections: int) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeout: float,
+        max_connections: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.url, self.timeout, self.max_connections = url, timeout, max_connections
+        self.headers = {**_JSON, **(headers or {})}  # each call's, with its request id
         self.session: aiohttp.ClientSession | None = None
         self.loop: asyncio.AbstractEventLoop | None = None  # the session's
 
-    async def post(self, body: Body, timeout: float) -> tuple[int, bytes]:
-        """POST ``body`` (or its pieces, in order) as JSON within ``timeout`` seconds; the
-        status and the answer body."""
+    async def post(
+        self, body: Body, timeout: float, request_id: str | None = None
+    ) -> tuple[int, bytes]:
+        """POST ``body`` (or its pieces, in order) as JSON within ``timeout`` seconds, with
+        the ``X-Request-Id`` ``request_id`` if any; the status and the answer body."""
         loop = asyncio.get_running_loop()
         if self.session is None or self.session.closed or self.loop is not loop:
             self.loop = loop
@@ -75,16 +86,22 @@ class Upstream:
         pieces = [body] if isinstance(body, bytes) else body  # joining one bytes returns it
         size = sum(len(piece) for piece in pieces)
         data = _Pieces(pieces, size) if size >= SEPARATE_BODY_BYTES else b"".join(pieces)
+        headers = self.headers
+        if request_id is not None:
+            headers = {**headers, REQUEST_ID: request_id}
         async with self.session.post(
-            self.url, data=data, headers=_JSON, timeout=aiohttp.ClientTimeout(total=timeout)
+            self.url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
         ) as answer:
             return answer.status, await answer.read()
 
-    async def query(self, body: Body, n: int, timeout: float | None = None) -> np.ndarray:
+    async def query(
+        self, body: Body, n: int, timeout: float | None = None, request_id: str | None = None
+    ) -> np.ndarray:
         """The upstream's probabilities, ``(n, k)``, for a request ``body`` of ``n`` rows;
         :class:`Refusal` 502 (unreachable, not probabilities) or 504 (too slow)."""
+        timeout = self.timeout if timeout is None else timeout
         try:
-            status, content = await self.post(body, self.timeout if timeout is None else timeout)
+            status, content = await self.post(body, timeout, request_id)
         except TimeoutError:
             log.warning("upstream %s timed out", self.url)
             raise Refusal(504, self.too_slow()) from None
