@@ -91,7 +91,12 @@ def test_evaluate_writes_the_report(files, capsys):
         "--quiet",
     )  # fmt: skip
     assert rc == 0
-    assert {p.name for p in out.iterdir()} == {"report.md", "report.json", "groups.png"}
+    assert {p.name for p in out.iterdir()} == {
+        "report.md",
+        "report.json",
+        "groups.png",
+        "tradeoff.png",
+    }
     assert (out / "groups.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((out / "report.json").read_text())
     eraser = Eraser.load(root / "eraser", load_model(root / "model.skops"))

@@ -44,6 +44,7 @@ import torch
 
 from ruleeraser.goal import Cells, Goal, gap, row_weights
 from ruleeraser.removal import Removal
+from ruleeraser.rule_scale import share_variance
 
 #: The strengths tried for two classes (each with every offset) ...
 STRENGTHS = tuple(np.round(np.arange(0.0, 3.0 + 1e-9, 0.1), 2))
@@ -161,11 +162,6 @@ def _candidates(
     return removals, np.concatenate(decisions)
 
 
-def _share_variance(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    share = (num + 1.0) / (den + 2.0)
-    return share * (1.0 - share) / (den + 2.0)
-
-
 def _shares(c: Cells, constraint: str) -> tuple[np.ndarray, np.ndarray]:
     """The shares a constraint compares (accuracies or decision rates) and their counts."""
     if constraint == "demographic_parity":
@@ -187,7 +183,7 @@ def gap_interval(cells: Sequence[Cells], goal: Goal, seed: int = 0) -> tuple[flo
     for c in cells:
         num, den = _shares(c, goal.constraint)
         share = np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
-        var = _share_variance(num, den)
+        var = share_variance(_ratio(num, den), den)
         drawn = share + np.sqrt(var) * rng.standard_normal((N_DRAWS, *share.shape))
         drawn = np.clip(drawn, 0.0, 1.0)
         if goal.constraint == "equal_opportunity":
@@ -211,6 +207,10 @@ def _spread(drawn: np.ndarray) -> np.ndarray:
     seen = (~np.isnan(drawn)).sum(axis=-1) >= 2
     spread = np.where(seen, np.nanmax(drawn, axis=-1) - np.nanmin(drawn, axis=-1), 0.0)
     return 100.0 * spread.sum(axis=-1) / np.maximum(seen.sum(axis=-1), 1)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    return np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
 
 
 def _erfinv(p: float) -> float:
@@ -289,7 +289,7 @@ def _guard(
     for j, ((b, m), mine) in enumerate(zip(pairs, cells, strict=True)):
         own = Cells.of(labels, model_onehot, b, m).group_balanced_accuracy()
         exact = Cells.of(hard, model_onehot, b, m)
-        var = _share_variance(exact.num, exact.den)
+        var = share_variance(_ratio(exact.num, exact.den), exact.den)
         held = (exact.den > 0).sum(axis=0)
         se = np.sqrt(np.where(exact.den > 0, var, 0).sum(axis=0)) / np.maximum(held, 1)
         fails = mine.group_balanced_accuracy() < own - se - 1e-12  # (C, n_bias)
@@ -335,7 +335,7 @@ def _small_cells(
     found = []
     for j, c in enumerate(cells):
         num, den = _shares(c, goal.constraint)
-        var = np.where(den > 0, _share_variance(num, den), 0.0)
+        var = np.where(den > 0, share_variance(_ratio(num, den), den), 0.0)
         for t, g in zip(*np.nonzero(den > 0), strict=True):
             rows = int(round(den[t, g]))
             more = None if factor is None else int(np.ceil(rows * (factor - 1.0)))

@@ -91,7 +91,7 @@ def scale_rule(log_patch: np.ndarray, log_prior: np.ndarray, scale: float) -> np
     return scale * (log_patch - log_prior) + log_prior
 
 
-def _share_variance(acc: np.ndarray, counts: np.ndarray) -> np.ndarray:
+def share_variance(acc: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Variance of each group's accuracy share, with one success and one failure added (so
     that a group of a few rows all right or all wrong still counts as uncertain)."""
     share = (acc * counts + 1.0) / (counts + 2.0)
@@ -182,7 +182,7 @@ def _gap(per_class: _ClassGroups) -> tuple[float, float]:
             continue
         order = np.argsort(acc, kind="stable")
         hi, lo = int(order[-1]), int(order[0])  # two distinct groups, even when all tie
-        var = _share_variance(acc, counts)
+        var = share_variance(acc, counts)
         gaps.append(acc[hi] - acc[lo])
         variances.append(var[hi] + var[lo])
     if not gaps:
@@ -217,7 +217,7 @@ def _average(per_class: _ClassGroups) -> tuple[float, float]:
     if acc.size == 0:
         return 0.0, 0.0
     counts = np.concatenate([sizes for _, sizes in per_class])
-    se = np.sqrt(_share_variance(acc, counts).sum()) / len(acc)
+    se = np.sqrt(share_variance(acc, counts).sum()) / len(acc)
     return 100.0 * float(acc.mean()), 100.0 * float(se)
 
 

@@ -121,7 +121,7 @@ def add_removal_options(parser: argparse.ArgumentParser) -> None:
         "docs/goal.md)",
     )  # fmt: skip
     parser.add_argument(
-        "--rule-scale", type=_rule_scale, default=library_default("rule_scale"),
+        "--rule-scale", type=rule_scale, default=library_default("rule_scale"),
         metavar="fit|SCALE",
         help="without a goal: the size of each patch's bias-dependent part: 'fit' (default) "
         "chooses it on the calibration rows so that the groups' error rates match; 1 is the "
@@ -134,13 +134,13 @@ def add_removal_options(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _rule_scale(text: str) -> str | float:
-    if text == "fit":
-        return text
-    try:
-        return _strength(text)
-    except (ValueError, argparse.ArgumentTypeError):
-        raise argparse.ArgumentTypeError(f"'fit' or a number >= 0; got {text!r}") from None
+def rule_scale(text: str) -> str | float:
+    """``--rule-scale``: "fit" or a number (:class:`ruleeraser.Eraser` checks its range).
+
+    >>> rule_scale("fit"), rule_scale("1")
+    ('fit', 1.0)
+    """
+    return text if text == "fit" else float(text)
 
 
 def add_strength_option(parser: argparse.ArgumentParser) -> None:
