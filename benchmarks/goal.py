@@ -27,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import time
 import warnings
@@ -43,10 +44,15 @@ from ruleeraser.experiments.celeba_attributes import load_celeba_attributes
 from ruleeraser.experiments.datasets import load_dataset
 from ruleeraser.goal import Goal
 from ruleeraser.metrics import group_accuracy
+from ruleeraser.rule_scale import equal_odds_gap
 
 CALIBRATION_ROWS = 3_000
 TASKS = ("compas", "lsac", "adult", "celeba-blonde", "celeba-attractive")
-CELEBA = {"celeba-blonde": "Blond_Hair", "celeba-attractive": "Attractive", "celeba-blurry": "Blurry"}
+CELEBA = {
+    "celeba-blonde": "Blond_Hair",
+    "celeba-attractive": "Attractive",
+    "celeba-blurry": "Blurry",
+}
 
 
 def load(task: str, seed: int):
@@ -70,6 +76,8 @@ def split(data, seed: int):
 
 
 def figures(y: np.ndarray, pred: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Overall, balanced, average and worst group accuracy, the EqualOdds gap and its
+    standard error on these rows (points)."""
     g = group_accuracy(y, pred, b)
     recalls = [100.0 * float((pred[y == c] == c).mean()) for c in np.unique(y)]
     return {
@@ -78,6 +86,7 @@ def figures(y: np.ndarray, pred: np.ndarray, b: np.ndarray) -> dict[str, float]:
         "avg_group": g.average,
         "worst_group": g.worst,
         "gap": g.model_bias,
+        "gap_se": equal_odds_gap(y, pred, b)[1],
     }
 
 
@@ -165,6 +174,51 @@ def table(task: str, runs: list[dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def _mean(runs: list[dict], row: str, key: str) -> float:
+    return float(np.mean([r[row][key] for r in runs]))
+
+
+def acceptance(results: dict[str, list[dict]], max_gap: float) -> str:
+    """The issue's bars, measured on ``results`` (task -> runs)."""
+    limit, lines = 100 * max_gap, ["\n### Acceptance\n"]
+    met, honest, total = [], 0, 0
+    for task, runs in results.items():
+        if "goal" not in runs[0] or "default" not in runs[0]:
+            continue
+        mean = functools.partial(_mean, runs)
+        gaps = np.array([r["goal"]["gap"] for r in runs])
+        se = gaps.std(ddof=1) / np.sqrt(len(gaps)) if len(gaps) > 1 else 0.0
+        test_se = float(np.mean([r["goal"].get("gap_se", np.nan) for r in runs]))
+        warned = sum(r["goal"]["warned"] for r in runs)
+        inside = sum(r["goal"]["low"] <= r["goal"]["gap"] <= r["goal"]["high"] for r in runs)
+        honest, total = honest + inside, total + len(runs)
+        met.append(gaps.mean() <= limit + se)
+        lines.append(
+            f"- {task}: test gap {gaps.mean():.2f} (SE over seeds {se:.2f}, goal met: "
+            f"{gaps.mean() <= limit + se}; the test gap's own SE {test_se:.2f}, goal met: "
+            f"{gaps.mean() <= limit + test_se}), warned {warned}/{len(runs)}, inside the interval "
+            f"{inside}/{len(runs)}; worst group {mean('goal', 'worst_group'):.1f} against the "
+            f"model's {mean('model', 'worst_group'):.1f}"
+        )
+        if mean("default", "gap") <= limit:
+            lines.append(
+                f"  - the untuned default meets the goal ({mean('default', 'gap'):.2f}): "
+                f"balanced accuracy {mean('goal', 'balanced'):.2f} against its "
+                f"{mean('default', 'balanced'):.2f}"
+            )
+        if "oxonfair" in runs[0]:
+            dominated = mean("oxonfair", "avg_group") > mean("goal", "avg_group") and mean(
+                "oxonfair", "gap"
+            ) < mean("goal", "gap")
+            lines.append(
+                f"  - OxonFair: average group {mean('oxonfair', 'avg_group'):.2f} against "
+                f"{mean('goal', 'avg_group'):.2f}, gap {mean('oxonfair', 'gap'):.2f} against "
+                f"{mean('goal', 'gap'):.2f}: dominated {dominated}"
+            )
+    lines.append(f"- goal met on {sum(met)} of {len(met)} tasks; interval {honest}/{total}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
@@ -174,7 +228,14 @@ def main() -> None:
     parser.add_argument("--no-oxonfair", dest="oxonfair", action="store_false")
     parser.add_argument("--do-no-harm", action="store_true", help="objective accuracy")
     parser.add_argument("--json", type=Path, help="write every run here")
+    parser.add_argument("--from-json", type=Path, help="print the tables of a saved run")
     args = parser.parse_args()
+    if args.from_json:
+        results = json.loads(args.from_json.read_text())
+        for task, runs in results.items():
+            print(table(task, runs))
+        print(acceptance(results, args.max_gap))
+        return
     results = {}
     for task in args.tasks:
         runs = []
@@ -185,6 +246,7 @@ def main() -> None:
                      if m != "removal"} for k, r in runs[-1].items()}), flush=True)  # fmt: skip
         results[task] = runs
         print(table(task, runs), flush=True)
+    print(acceptance(results, args.max_gap))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
 
