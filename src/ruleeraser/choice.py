@@ -113,12 +113,18 @@ def soft_labels(
 ) -> np.ndarray:
     """Each row's probability of each class given what every candidate decides from (the
     model's and the patches' log-outputs) and its bias values: a multinomial logistic
-    regression of ``y`` on ``[log M(x), log G_j(x) ..., one-hot(b_j) ...]``, fitted on the
-    calibration rows (a few dozen parameters, lightly penalised). A candidate's decision is a
-    function of the log-outputs alone, so its expected accuracy in a group needs no more."""
+    regression of ``y`` on the log-outputs, each bias group's indicator and the log-outputs
+    within each bias group (a group's own slope: a biased model's output means another thing
+    in each group), fitted on the calibration rows (a few dozen parameters, lightly
+    penalised). A candidate's decision is a function of the log-outputs alone, so its
+    expected accuracy in a group needs no more."""
     k = log_model.shape[1]
-    codes = (np.eye(m)[b] for b, m in zip(biases, n_bias, strict=True))
-    inputs = np.concatenate([log_model, *log_patches, *codes], axis=1)
+    outputs = np.concatenate([log_model, *log_patches], axis=1)
+    columns = [outputs]
+    for b, m in zip(biases, n_bias, strict=True):
+        member = np.eye(m)[b]
+        columns += [member, *(outputs * member[:, [g]] for g in range(m))]
+    inputs = np.concatenate(columns, axis=1)
     x = torch.as_tensor(inputs, dtype=torch.float64)
     target = torch.as_tensor(y, dtype=torch.long)
     weight = torch.zeros(x.shape[1], k, dtype=torch.float64, requires_grad=True)
