@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from ruleeraser.experiments.vit import SmallViT
 from ruleeraser.inputs import n_rows
 from ruleeraser.nets import IMAGE_NETS, image_channels, image_net
-from ruleeraser.training import split_batches
+from ruleeraser.training import choose_threads, split_batches, torch_threads
 
 RECIPES = ("vanilla", "advdebias", "condebias", "unfair")
 
@@ -160,17 +160,16 @@ def train_deployed(
     """Train a deployed model with one of :data:`RECIPES`; return it in eval mode.
 
     ``backbone``: ``"mlp"`` (:class:`TabularNet` of ``hidden`` units and ``dropout``, for
-    ``(n, d)`` features), or for ``(n, C, H, W)`` images a net of
-    :data:`ruleeraser.nets.IMAGE_NETS` of ``width`` channels (None: the net's default) or
+    ``(n, d)`` features), or for images a net of :data:`~ruleeraser.nets.IMAGE_NETS` of
+    ``width`` channels (None: the net's default) or
     ``"vit"`` (:class:`~ruleeraser.experiments.vit.SmallViT`, tokens of ``width``, default 64),
     fed one mini-batch at a time (``X`` may be a numpy memmap larger than memory). ``weight``
     scales the recipe's extra term (``DEFAULT_WEIGHTS[recipe]`` when None): the final gradient
     reversal strength (advdebias), the FSCL weight (condebias) or the bias-task weight
     (unfair). ``balance_classes`` weights the target cross-entropy by inverse class frequency
     (without it LSAC, 89% positive, gives near-constant models). Mini-batch Adam for a fixed
-    number of epochs; deterministic on CPU for a given ``seed``, without touching the global
-    torch RNG state. ``sigmoid``: a binary model with one output logit trained with
-    (class-balanced) binary cross-entropy, the twin of the two-logit softmax model (Fig. 10).
+    number of epochs, a small model on one thread (no spinning on busy cores); deterministic
+    for a given ``seed``, the global RNG untouched. ``sigmoid``: one logit (Fig. 10).
     """
     for name, value, valid in (("recipe", recipe, RECIPES), ("backbone", backbone, BACKBONES)):
         if value not in valid:
@@ -201,22 +200,23 @@ def train_deployed(
         gen = torch.Generator().manual_seed(seed)
         model.train()
         step = 0
-        for _ in tqdm(range(epochs), desc=f"train {recipe}", disable=not progress):
-            order = torch.randperm(n, generator=gen)
-            for idx in split_batches(order, batch_size, merge_single=backbone != "mlp"):
-                h = model.embed(_rows(X, idx.numpy()))
-                loss = _target_loss(model.head(h), yt[idx], class_weight)
-                if recipe == "advdebias":
-                    strength = weight * _ganin_ramp(step / n_steps)
-                    loss = loss + F.cross_entropy(aux(grad_reverse(h, strength)), bt[idx])
-                elif recipe == "condebias":
-                    loss = loss + weight * fscl_loss(h, yt[idx], bt[idx])
-                elif recipe == "unfair":
-                    loss = loss + weight * F.cross_entropy(aux(h), bt[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                step += 1
+        with torch_threads(choose_threads(model, _rows(X, np.arange(1)), batch_size)):
+            for _ in tqdm(range(epochs), desc=f"train {recipe}", disable=not progress):
+                order = torch.randperm(n, generator=gen)
+                for idx in split_batches(order, batch_size, merge_single=backbone != "mlp"):
+                    h = model.embed(_rows(X, idx.numpy()))
+                    loss = _target_loss(model.head(h), yt[idx], class_weight)
+                    if recipe == "advdebias":
+                        strength = weight * _ganin_ramp(step / n_steps)
+                        loss = loss + F.cross_entropy(aux(grad_reverse(h, strength)), bt[idx])
+                    elif recipe == "condebias":
+                        loss = loss + weight * fscl_loss(h, yt[idx], bt[idx])
+                    elif recipe == "unfair":
+                        loss = loss + weight * F.cross_entropy(aux(h), bt[idx])
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    step += 1
     return model.eval()
 
 

@@ -19,6 +19,7 @@ from ruleeraser.experiments.baselines.common import (
     frozen_copy,
     predict_classes,
 )
+from ruleeraser.training import choose_threads, torch_threads
 
 __all__ = ["PerturbedPredictor", "fit_faap", "fit_repro"]
 
@@ -115,20 +116,22 @@ def fit_faap(
         opt_g = torch.optim.Adam(gen.parameters(), lr=lr)
         opt_d = torch.optim.Adam(disc.parameters(), lr=lr / 5, weight_decay=1e-4)
         order = torch.Generator().manual_seed(seed)
-        for _ in range(epochs):
-            for idx in torch.randperm(len(xt), generator=order).split(batch_size):
-                h = frozen.embed(gen(xt[idx]))
-                d_loss = F.cross_entropy(disc(h.detach()), bt[idx])
-                opt_d.zero_grad()
-                d_loss.backward()
-                opt_d.step()
-                logits_b = disc(h)
-                entropy = -(logits_b.softmax(1) * logits_b.log_softmax(1)).sum(1).mean()
-                fool = F.cross_entropy(logits_b, bt[idx]) + beta * entropy
-                g_loss = F.cross_entropy(frozen.head(h), yt[idx], weight=weight) - alpha * fool
-                opt_g.zero_grad()
-                g_loss.backward()
-                opt_g.step()
+        threads = choose_threads(frozen, xt[:1], batch_size)
+        with torch_threads(threads):  # small models: one thread, no spinning on busy cores
+            for _ in range(epochs):
+                for idx in torch.randperm(len(xt), generator=order).split(batch_size):
+                    h = frozen.embed(gen(xt[idx]))
+                    d_loss = F.cross_entropy(disc(h.detach()), bt[idx])
+                    opt_d.zero_grad()
+                    d_loss.backward()
+                    opt_d.step()
+                    logits_b = disc(h)
+                    entropy = -(logits_b.softmax(1) * logits_b.log_softmax(1)).sum(1).mean()
+                    fool = F.cross_entropy(logits_b, bt[idx]) + beta * entropy
+                    g_loss = F.cross_entropy(frozen.head(h), yt[idx], weight=weight) - alpha * fool
+                    opt_g.zero_grad()
+                    g_loss.backward()
+                    opt_g.step()
     return PerturbedPredictor(frozen, gen.eval())
 
 
@@ -165,22 +168,24 @@ def fit_repro(
         opt_t = torch.optim.Adam(trigger.parameters(), lr=lr)
         opt_a = torch.optim.Adam(adversary.parameters(), lr=1e-3)
         order = torch.Generator().manual_seed(seed)
-        for _ in range(epochs):
-            for idx in torch.randperm(len(xt), generator=order).split(batch_size):
-                logits = frozen(trigger(xt[idx]))
-                pred_loss = F.cross_entropy(logits, yt[idx], weight=weight)
-                adv_in = torch.cat([logits.softmax(1), onehot[idx]], dim=1)
-                adv_loss = F.cross_entropy(adversary(adv_in), bt[idx])
-                opt_t.zero_grad()
-                opt_a.zero_grad()
-                adv_loss.backward(retain_graph=True)
-                g_adv = trigger.theta.grad.clone()
-                trigger.theta.grad = None
-                pred_loss.backward()
-                g_pred = trigger.theta.grad
-                unit = g_adv / (g_adv.norm() + 1e-12)
-                along = g_pred.flatten() @ unit.flatten()
-                trigger.theta.grad = g_pred - along * unit - lam * g_adv
-                opt_t.step()
-                opt_a.step()
+        threads = choose_threads(frozen, xt[:1], batch_size)
+        with torch_threads(threads):  # small models: one thread, no spinning on busy cores
+            for _ in range(epochs):
+                for idx in torch.randperm(len(xt), generator=order).split(batch_size):
+                    logits = frozen(trigger(xt[idx]))
+                    pred_loss = F.cross_entropy(logits, yt[idx], weight=weight)
+                    adv_in = torch.cat([logits.softmax(1), onehot[idx]], dim=1)
+                    adv_loss = F.cross_entropy(adversary(adv_in), bt[idx])
+                    opt_t.zero_grad()
+                    opt_a.zero_grad()
+                    adv_loss.backward(retain_graph=True)
+                    g_adv = trigger.theta.grad.clone()
+                    trigger.theta.grad = None
+                    pred_loss.backward()
+                    g_pred = trigger.theta.grad
+                    unit = g_adv / (g_adv.norm() + 1e-12)
+                    along = g_pred.flatten() @ unit.flatten()
+                    trigger.theta.grad = g_pred - along * unit - lam * g_adv
+                    opt_t.step()
+                    opt_a.step()
     return PerturbedPredictor(frozen, trigger.eval())
