@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from collections.abc import Callable, Sequence
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -184,12 +185,12 @@ def gap_interval(cells: Sequence[Cells], goal: Goal, seed: int = 0) -> tuple[flo
     on average, so draws alone would put the lower end too high when groups are equal)."""
     rng = np.random.default_rng(seed)
     tail = (1.0 - goal.confidence) / 2.0
-    z = float(np.sqrt(2.0) * _erfinv(1.0 - 2.0 * tail))
+    z = NormalDist().inv_cdf(1.0 - tail)
     draws, low = np.zeros(N_DRAWS), 0.0
     for c in cells:
         num, den = _shares(c, goal.constraint)
-        share = np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
-        var = share_variance(_ratio(num, den), den)
+        ratio = _ratio(num, den)
+        share, var = np.where(den > 0, ratio, np.nan), share_variance(ratio, den)
         drawn = share + np.sqrt(var) * rng.standard_normal((N_DRAWS, *share.shape))
         drawn = np.clip(drawn, 0.0, 1.0)
         if goal.constraint == "equal_opportunity":
@@ -217,10 +218,6 @@ def _spread(drawn: np.ndarray) -> np.ndarray:
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.where(den > 0, num / np.where(den > 0, den, 1), 0.0)
-
-
-def _erfinv(p: float) -> float:
-    return float(torch.erfinv(torch.tensor(p, dtype=torch.float64)))
 
 
 def choose(

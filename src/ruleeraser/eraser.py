@@ -363,8 +363,10 @@ class Eraser:
         (:meth:`outputs`): :attr:`removal_` with this eraser's ``eps``, its ``strength`` and
         ``prior`` replaced by those given."""
         changes = {k: v for k, v in (("strength", strength), ("prior", prior)) if v is not None}
-        validate_params(changes, self._parameter_constraints)
-        removal = self.removal_.replace(**changes)
+        removal = self.removal_
+        if changes:  # the proxy's path has none: no copy per request
+            validate_params(changes, self._parameter_constraints)
+            removal = removal.replace(**changes)
         log_priors = np.log(self.class_prior_) if hasattr(self, "class_prior_") else None
         return removal.combine(log_proba(proba, self.eps), log_patches, log_priors)
 

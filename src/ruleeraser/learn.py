@@ -51,7 +51,7 @@ def learn_patches(
         for name, level, d in zip(names, eraser.bias_values_, eraser.distillations_, strict=True)
     }
     log_patches = eraser._patch_log_proba(X_t, scaled=False)
-    eraser.class_prior_ = np.stack([softmax(log_g.mean(axis=0)) for log_g in log_patches])
+    eraser.class_prior_ = held_priors(log_patches)
     if eraser.goal is not None:
         eraser.rule_scale_ = np.ones(len(names))
         eraser.goal_fit_ = _choose(eraser, X_t, log_out, y_idx, codes, seed)
@@ -77,14 +77,27 @@ def train_one(
     """One patch (Eq. 17-18) on the rows given: its module, distillation and fit report."""
     d = distill(log_out, y_idx, codes, n_classes=eraser.n_classes_, n_bias=n_bias)
     module, report = train_patch(
-        eraser.patch, eraser.rule, X_t, d, y_idx, codes,
-        seed=seed, hidden_sizes=eraser.hidden_sizes, holdout=eraser.holdout,
-        batch_size=eraser._patch_batch_size(), max_epochs=eraser.max_epochs,
-        patience=eraser.patience, learning_rate=eraser.learning_rate,
-        weight_decay=eraser.weight_decay, progress=eraser.progress,
-        description=f"patch[{name}]", n_threads=eraser.n_threads,
+        eraser.patch, eraser.rule, X_t, d, y_idx, codes, seed=seed, progress=eraser.progress,
+        description=f"patch[{name}]", n_threads=eraser.n_threads, **_training(eraser),
     )  # fmt: skip
     return module, d, report
+
+
+def held_priors(log_patches: list[np.ndarray]) -> np.ndarray:
+    """The class prior each patch holds: its mean log-output over the rows, normalised,
+    ``(n_patches, k)``."""
+    return np.stack([softmax(log_g.mean(axis=0)) for log_g in log_patches])
+
+
+def _training(eraser: Eraser) -> dict:
+    """The eraser's patch-training settings, as :func:`ruleeraser.patch.train_patch` takes
+    them."""
+    return {
+        "hidden_sizes": eraser.hidden_sizes, "holdout": eraser.holdout,
+        "batch_size": eraser._patch_batch_size(), "max_epochs": eraser.max_epochs,
+        "patience": eraser.patience, "learning_rate": eraser.learning_rate,
+        "weight_decay": eraser.weight_decay,
+    }  # fmt: skip
 
 
 def _choose(
@@ -103,23 +116,24 @@ def _choose(
                          n_bias=n_bias[j]) for r in rows]  # fmt: skip
         side_by_side = train_patches_side_by_side(
             eraser.patch, eraser.rule, X_t, rows, found, y_idx, codes[j], seed=seed + j,
-            hidden_sizes=eraser.hidden_sizes, holdout=eraser.holdout,
-            batch_size=eraser._patch_batch_size(), max_epochs=eraser.max_epochs,
-            patience=eraser.patience, learning_rate=eraser.learning_rate,
-            weight_decay=eraser.weight_decay, n_threads=eraser.n_threads or 1,
+            n_threads=eraser.n_threads or 1, **_training(eraser),
         )  # fmt: skip
         if side_by_side is not None:
             return side_by_side
-        name = f"{eraser.bias_names_[j]}, fold"
-        return [train_one(eraser, X_t[r], log_out[r], y_idx[r], codes[j][r], n_bias[j],
-                          seed + j, name)[0] for r in rows]  # fmt: skip
+        return [
+            train_patch(eraser.patch, eraser.rule, X_t[r], d, y_idx[r], codes[j][r],
+                        seed=seed + j, n_threads=eraser.n_threads, progress=eraser.progress,
+                        description=f"patch[{eraser.bias_names_[j]}, fold]",
+                        **_training(eraser))[0]
+            for r, d in zip(rows, found, strict=True)
+        ]  # fmt: skip
 
     def log_g(module: nn.Module, rows: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             return torch.log_softmax(module(X_t[rows]).double(), dim=1).numpy()
 
     oof = out_of_fold(train, log_g, [y_idx, *codes], len(codes), seed)
-    priors = np.log(np.stack([softmax(g.mean(axis=0)) for g in oof]))
+    priors = np.log(held_priors(oof))
     choice = choose(log_out, oof, priors, y_idx, codes, n_bias, eraser.goal)
     warn_goal(choice, eraser.goal, eraser.classes_, eraser.bias_names_, eraser.bias_values_)
     return choice

@@ -166,6 +166,15 @@ def build_patch(
     return module
 
 
+def _seeded_patch(
+    spec: PatchSpec, X: torch.Tensor, n_out: int, hidden_sizes: Sequence[int], seed: int
+) -> nn.Module:
+    """:func:`build_patch` for rows ``X``, initialised from ``seed`` (the global RNG kept)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build_patch(spec, X.shape[1:], n_out, hidden_sizes=hidden_sizes, X=X)
+
+
 def _as_rule(module: nn.Module, rule: Rule, group_rules: torch.Tensor) -> nn.Module:
     """The trained network as the patch ``log G``: a :class:`RuleMixture` for ``"group"``."""
     return RuleMixture(module, group_rules) if rule == "group" else module
@@ -193,9 +202,7 @@ def train_patch(
     ``training``: the options of :func:`ruleeraser.training.fit_module`.
     """
     n_out = patch_outputs(rule, distillation.mu.shape[0], distillation.counts.shape[1])
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        module = build_patch(spec, X.shape[1:], n_out, hidden_sizes=hidden_sizes, X=X)
+    module = _seeded_patch(spec, X, n_out, hidden_sizes, seed)
     heldout = stratified_holdout(y * distillation.counts.shape[1] + bias, holdout, seed)
     if rule == "sample":
         target, loss = torch.from_numpy(distillation.q).float(), "soft"
@@ -240,12 +247,7 @@ def train_patches_side_by_side(
     if rule != "group":
         return None
     n_bias = distillations[0].counts.shape[1]
-    modules = []
-    for r in rows:
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            modules.append(build_patch(spec, X.shape[1:], n_bias, hidden_sizes=hidden_sizes,
-                                       X=X[r]))  # fmt: skip
+    modules = [_seeded_patch(spec, X[r], n_bias, hidden_sizes, seed) for r in rows]
     if not can_stack(modules):
         return None
     heldout = [stratified_holdout(y[r] * n_bias + bias[r], holdout, seed) for r in rows]

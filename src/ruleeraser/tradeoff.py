@@ -62,13 +62,15 @@ def tradeoff_curve(
     Parameters
     ----------
     removal: the removal in force; its strength is replaced along the curve.
-    log_model, log_patches, log_priors: as :meth:`ruleeraser.removal.Removal.apply` takes them.
+    log_model, log_patches, log_priors: as :meth:`ruleeraser.removal.Removal.combine` takes
+        them (the patches already at the removal's scales, as :meth:`Eraser.outputs` gives
+        them: the strength does not move the scales).
     y: target indices; biases: bias columns by name (any values).
     goal: the objective and the constraint measured.
     """
     points = []
     for s in strengths:
-        fair = removal.replace(strength=float(s)).apply(log_model, log_patches, log_priors)
+        fair = removal.replace(strength=float(s)).combine(log_model, log_patches, log_priors)
         objective, measured = goal_figures(y, fair.argmax(axis=1), biases, goal)
         points.append({"strength": float(s), "objective": objective, "gap": measured})
     return points

@@ -62,14 +62,14 @@ def run(args: argparse.Namespace) -> int:
                         f"target {args.target!r} has labels the eraser's classes "
                         f"{sorted(known, key=str)} lack: {sorted(unknown, key=str)[:10]}"
                     )
-                proba, fair = eraser.model_and_fair_proba(chunk[features])
-                raw = eraser.patch_log_proba(chunk[features], scaled=False)
+                proba, scaled = eraser.outputs(chunk[features])  # one pass of the patches
+                fair = eraser.remove(proba, scaled)
             except (ValueError, RuntimeError) as exc:
                 raise rows_error(start, chunk, exc) from exc
             y.append(chunk[args.target].to_numpy())
             for column in biases:
                 b[column].append(chunk[column].to_numpy())
-            logs.append((log_proba(proba, eraser.eps), raw))
+            logs.append((log_proba(proba, eraser.eps), scaled))
             before.append(eraser.classes_[proba.argmax(axis=1)])
             after.append(eraser.classes_[fair.argmax(axis=1)])
         if args.calibration_curve:
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         **({"unseen_bias_values": unseen} if unseen else {}),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    goal_text, points = goal_section(eraser, y_all, columns, logs, out_dir)
+    goal_text, points = goal_section(eraser, y_all, predictions["after"], columns, logs, out_dir)
     header["tradeoff"] = points
     markdown = report_markdown(header, reports) + unseen_note(unseen) + goal_text
     print(markdown)
@@ -164,13 +164,16 @@ def unseen_note(unseen: dict[str, list[dict[str, Any]]]) -> str:
 def goal_section(
     eraser: Any,
     y: np.ndarray,
+    after: np.ndarray,
     biases: dict[str, np.ndarray],
     logs: list[tuple[np.ndarray, list[np.ndarray]]],
     out_dir: Path,
 ) -> tuple[str, list[dict[str, float]]]:
-    """The goal (or, without one, EqualOdds at the best balanced accuracy) measured on these
-    rows beside what the fit expected, and the trade-off curve along the strength (drawn to
-    ``tradeoff.png``): the report's text and the curve's points."""
+    """The goal (or, without one, EqualOdds at the best balanced accuracy) of the eraser's
+    decisions ``after`` measured on these rows beside what the fit expected, and the trade-off
+    curve along the strength (``logs``: per chunk the model's log-output and the patches' as
+    :meth:`Eraser.outputs` gives them; drawn to ``tradeoff.png``): the report's text and the
+    curve's points."""
     from ruleeraser.goal import Goal
     from ruleeraser.report_files import plot_tradeoff
     from ruleeraser.tradeoff import goal_figures, tradeoff_curve
@@ -181,8 +184,7 @@ def goal_section(
     log_priors = np.log(eraser.class_prior_) if hasattr(eraser, "class_prior_") else None
     removal = eraser.removal_
     index = {c: i for i, c in enumerate(eraser.classes_.tolist())}
-    y_idx = np.array([index[v] for v in y.tolist()])
-    fair = removal.apply(log_model, log_patches, log_priors).argmax(axis=1)
+    y_idx, fair = (np.array([index[v] for v in labels.tolist()]) for labels in (y, after))
     objective, measured = goal_figures(y_idx, fair, biases, goal)
     points = tradeoff_curve(removal, log_model, log_patches, log_priors, y_idx, biases, goal)
     plot_tradeoff(points, removal.strength, eraser.goal, out_dir / "tradeoff.png")
